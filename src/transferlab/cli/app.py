@@ -1,0 +1,37 @@
+"""The typer application object that every command module attaches its commands to."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+__all__ = ["app", "console_logging"]
+
+app = typer.Typer(
+    name="transferlab",
+    help="The science of transfer learning: theory, sweeps, measures, scaling fits and reports.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def console_logging(verbose: int) -> None:
+    """Send the library's ``transferlab`` logger to stderr through rich (CLI only)."""
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("transferlab")
+    if not any(isinstance(h, RichHandler) for h in logger.handlers):
+        handler = RichHandler(show_path=False, show_time=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING)
+
+
+@app.callback()
+def _root(
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-v, -vv)."),
+) -> None:
+    console_logging(verbose)

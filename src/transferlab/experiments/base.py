@@ -1,0 +1,174 @@
+"""The interface every experiment kind implements.
+
+An experiment kind is the only place that knows a paper. The sweep engine hands it *cells* -- one
+validated config each, plus the randomness that belongs to that cell -- in batches of equal tensor
+shape, and stores the rows it returns. After the sweep, :meth:`Experiment.analyze` turns the table of
+stored rows into :class:`Results`, and :meth:`Experiment.figures` draws them.
+
+Randomness: a cell's generators derive from ``(spec seed, cell key)`` only (:meth:`Cell.rng`,
+:meth:`Cell.torch_generator`), so a result never depends on executor, batch size or order. A kind
+must draw each cell's data from that cell's own generator, never from one shared by the batch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from matplotlib.figure import Figure
+
+__all__ = ["Cell", "Experiment", "ExperimentConfig", "ResultTable", "Results"]
+
+
+class ExperimentConfig(BaseModel):
+    """Base of every kind's per-cell config: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of a sweep.
+
+    Attributes:
+        key: stable hex digest of the canonical config JSON, the kind's name and version, and the
+            replicate index. Equal keys mean equal work.
+        config: the validated per-cell config (an instance of the kind's ``Config``).
+        seed: the spec's seed.
+        replicate: index of the repetition (``replicates = R`` in the spec gives 0..R-1).
+    """
+
+    key: str
+    config: ExperimentConfig
+    seed: int = 0
+    replicate: int = 0
+
+    def seed_sequence(self) -> np.random.SeedSequence:
+        """The root of this cell's randomness: ``SeedSequence([seed, *words(key)])``."""
+        words = [int(self.key[i : i + 8], 16) for i in range(0, len(self.key), 8)]
+        return np.random.SeedSequence([self.seed, *words])
+
+    def rng(self, stream: int = 0) -> np.random.Generator:
+        """A numpy generator for this cell; different ``stream`` values are independent."""
+        return np.random.default_rng(self.seed_sequence().spawn(stream + 1)[stream])
+
+    def torch_generator(self, stream: int = 0, device: str = "cpu") -> torch.Generator:
+        """A seeded ``torch.Generator`` for this cell, independent of :meth:`rng` streams."""
+        import torch
+
+        child = self.seed_sequence().spawn(stream + 1001)[stream + 1000]
+        gen = torch.Generator(device=device)
+        gen.manual_seed(int(child.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
+        return gen
+
+
+@dataclass(frozen=True)
+class ResultTable:
+    """The stored rows of a sweep, as the kind's :meth:`Experiment.analyze` receives them.
+
+    Attributes:
+        rows: one dict per successful cell: its config fields, ``replicate``, ``key``, and the
+            result fields that :meth:`Experiment.run_batch` returned.
+        failed: one dict per failed cell: ``key``, ``config`` (dict) and ``error`` (text).
+        params: the spec's fixed parameters (the ``[params]`` table), for reference.
+    """
+
+    rows: list[dict[str, Any]]
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def column(self, name: str) -> np.ndarray:
+        """All values of ``name`` across rows, as an array (shape ``(n_rows,)``)."""
+        try:
+            return np.asarray([row[name] for row in self.rows])
+        except KeyError:
+            raise KeyError(f"no column {name!r}; columns are {sorted(self.columns())}") from None
+
+    def columns(self) -> set[str]:
+        return set().union(*(row.keys() for row in self.rows)) if self.rows else set()
+
+    def group_by(self, *names: str) -> dict[tuple[Hashable, ...], list[dict[str, Any]]]:
+        """Rows grouped by the values of ``names`` (insertion-ordered)."""
+        groups: dict[tuple[Hashable, ...], list[dict[str, Any]]] = {}
+        for row in self.rows:
+            groups.setdefault(tuple(_hashable(row[n]) for n in names), []).append(row)
+        return groups
+
+
+def _hashable(value: Any) -> Hashable:
+    return tuple(value) if isinstance(value, list) else value
+
+
+@dataclass
+class Results:
+    """What :meth:`Experiment.analyze` returns.
+
+    Attributes:
+        tables: named tables (lists of flat dicts) shown in the report and exported.
+        summary: named scalars or short strings, shown at the top of the report.
+        data: anything else the kind's :meth:`Experiment.figures` needs (arrays, grids).
+    """
+
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Experiment(ABC):
+    """An experiment kind. Subclass, set the class attributes, implement :meth:`run_batch` and
+    :meth:`analyze`, and register with :func:`transferlab.experiments.register`.
+
+    Class attributes:
+        name: the registered name used in specs (``experiment = "name"``).
+        version: bump when results of the same config would change; part of every cell key.
+        Config: the pydantic per-cell config (subclass of :class:`ExperimentConfig`); a spec's
+            ``[params]`` plus one point of its ``[grid]`` must validate against it.
+        description: one line for ``transferlab experiments``.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    Config: ClassVar[type[ExperimentConfig]]
+    description: ClassVar[str] = ""
+
+    def batch_key(self, config: ExperimentConfig) -> Hashable:
+        """Cells whose keys are equal may be run in one :meth:`run_batch` call (equal tensor shapes).
+
+        The default puts every cell in one group; the planner still splits groups into batches of
+        at most the spec's ``batch_size`` cells.
+        """
+        return ()
+
+    @abstractmethod
+    def run_batch(self, cells: Sequence[Cell]) -> list[dict[str, Any]]:
+        """Compute every cell of a batch; return one flat JSON-able dict of results per cell, in order.
+
+        Raise to fail the batch (the engine then retries its cells one by one to isolate the bad
+        one). A non-finite number in a returned row marks that cell as failed.
+        """
+
+    @abstractmethod
+    def analyze(self, table: ResultTable) -> Results:
+        """Turn the table of successful rows into results (means, errors, fits, tables)."""
+
+    def figures(self, results: Results) -> dict[str, Figure]:
+        """Named matplotlib ``Figure`` objects (the ``Figure`` API, never pyplot state)."""
+        return {}
+
+    @classmethod
+    def parameters(cls) -> Iterable[tuple[str, str, Any]]:
+        """``(name, type, default)`` for each config field, for ``transferlab experiments``."""
+        for fname, finfo in cls.Config.model_fields.items():
+            default = "required" if finfo.is_required() else finfo.get_default(call_default_factory=True)
+            annotation = getattr(finfo.annotation, "__name__", None) or str(finfo.annotation)
+            yield fname, annotation.replace("typing.", ""), default

@@ -1,0 +1,1 @@
+"""transferlab.measures (in progress)."""

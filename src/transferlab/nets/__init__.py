@@ -1,0 +1,1 @@
+"""transferlab.nets (in progress)."""

@@ -1,0 +1,1 @@
+"""transferlab.protocols (in progress)."""

@@ -1,0 +1,20 @@
+"""Figures and the self-contained HTML report."""
+
+from transferlab.report.html import (
+    ReportSection,
+    figure_png_bytes,
+    render_html,
+    save_figures,
+    write_report,
+)
+from transferlab.report.provenance import collect_provenance, git_commit
+
+__all__ = [
+    "ReportSection",
+    "collect_provenance",
+    "figure_png_bytes",
+    "git_commit",
+    "render_html",
+    "save_figures",
+    "write_report",
+]

@@ -1,0 +1,1 @@
+"""transferlab.scaling (in progress)."""

@@ -1,0 +1,1 @@
+"""transferlab.tasks (in progress)."""

@@ -1,0 +1,1 @@
+"""transferlab.theory (in progress)."""

@@ -1,0 +1,1 @@
+"""transferlab.train (in progress)."""
