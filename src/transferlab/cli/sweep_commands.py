@@ -2,9 +2,133 @@
 
 from __future__ import annotations
 
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
 import typer
 
 from transferlab.cli.app import app
+
+
+class _Progress:
+    """Progress on the driver: a rich bar on a terminal, a plain line every few seconds otherwise."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.tty = sys.stderr.isatty()
+        self._bar = None
+        self._task = None
+        self._last = 0.0
+
+    def __enter__(self) -> _Progress:
+        if self.tty:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[failed]} failed"), TimeRemainingColumn(), transient=False)
+            self._bar.__enter__()
+        return self
+
+    def __call__(self, event) -> None:  # event: transferlab.sweep.ProgressEvent
+        if self._bar is not None:
+            if self._task is None:
+                self._task = self._bar.add_task(self.label, total=event.total, failed=0)
+            self._bar.update(self._task, completed=event.done, failed=event.failed)
+            return
+        now = time.monotonic()
+        if event.done in (0, event.total) or now - self._last >= 5.0:
+            self._last = now
+            rate = event.done / event.elapsed if event.elapsed > 0 else 0.0
+            eta = f", ETA {(event.total - event.done) / rate:.0f} s" if rate > 0 and event.done < event.total else ""
+            print(f"{self.label}: {event.done}/{event.total} cells done, {event.failed} failed{eta}",
+                  file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+
+@app.command("run")
+def run_command(
+    spec_path: Path = typer.Argument(..., metavar="SPEC", help="TOML spec file."),
+    executor: Optional[str] = typer.Option(None, help="serial | process | ray (default: the spec's, else process)."),
+    jobs: Optional[int] = typer.Option(None, min=1, help="Worker processes / Ray CPUs (default: CPU count)."),
+    store: Optional[Path] = typer.Option(None, help="Store file (default: the spec's, else <spec stem>.db)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a spec value: --set params.d=200 (repeatable)."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Most cells per batch."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local instance)."),
+    threads: int = typer.Option(1, min=1, help="torch/BLAS threads per worker."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Recompute cells stored as failed."),
+    force: bool = typer.Option(False, "--force", help="Recompute every cell."),
+) -> int:
+    """Run a sweep; cells already in the store are skipped (resume and cache)."""
+    from transferlab.sweep import load_spec, run_sweep
+
+    spec = load_spec(spec_path, overrides=set_)
+    with _Progress(spec.label) as progress:
+        summary = run_sweep(spec, store, executor=executor, jobs=jobs, batch_size=batch_size,
+                            retry_failed=retry_failed, force=force, address=address, threads_per_worker=threads,
+                            progress=progress)
+    print(summary.line())
+    if summary.failed_in_store:
+        print(f"{summary.failed_in_store} cells of this spec are failed in the store; "
+              f"see `transferlab status {summary.store}`; rerun with --retry-failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+@app.command("status")
+def status_command(store: Path = typer.Argument(..., metavar="STORE", help="Store file.")) -> None:
+    """Cell counts, runs, and failed cells of a store."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from transferlab.sweep import open_store
+
+    console = Console()
+    with open_store(store) as st:
+        counts = st.counts()
+        runs = st.runs()
+        failed = st.cells("failed")
+        console.print(f"{store}: experiment {st.experiment()!r}: {counts['ok']} ok, {counts['failed']} failed, "
+                      f"{counts['running']} running or interrupted; {st.total_seconds():.1f} s of compute")
+    table = Table("run", "status", "executor", "host", "cells", "ok", "failed", "wall s", title="runs")
+    for r in runs:
+        wall = f"{r['finished'] - r['started']:.1f}" if r["finished"] else ""
+        table.add_row(str(r["run_id"]), r["status"], str(r["executor"]), str(r["host"]), str(r["cells_total"]),
+                      str(r["cells_ok"] or 0), str(r["cells_failed"] or 0), wall)
+    console.print(table)
+    for cell in failed[:20]:
+        console.print(f"failed {cell.key[:12]} {cell.config}: {cell.error}", markup=False)
+    if len(failed) > 20:
+        console.print(f"... and {len(failed) - 20} more failed cells (transferlab export for all)")
+
+
+@app.command("export")
+def export_command(
+    store: Path = typer.Argument(..., metavar="STORE", help="Store file."),
+    format: str = typer.Option("csv", "--format", "-f", help="csv | parquet | json"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (default: STORE stem + ext)."),
+) -> None:
+    """Write every cell (config, result, status, error) as one flat table."""
+    from transferlab.sweep import export_store
+
+    out = export_store(store, format, output or store.with_suffix(f".{format}"))
+    print(out)
+
+
+@app.command("report")
+def report_command(
+    store: Path = typer.Argument(..., metavar="STORE", help="Store file."),
+    output: Path = typer.Option(Path("report.html"), "--output", "-o", help="HTML file to write."),
+    figures: Optional[Path] = typer.Option(None, help="Directory for PNG+SVG figures (default: beside the HTML)."),
+) -> None:
+    """Write the self-contained HTML report of a store (figures also as PNG and SVG)."""
+    from transferlab.report import write_store_report
+
+    print(write_store_report(store, output, figures))
 
 
 @app.command("experiments")
@@ -25,4 +149,3 @@ def experiments_command() -> None:
         for pname, ptype, default in kind.parameters():
             table.add_row(pname, ptype, repr(default))
         console.print(table)
-    raise typer.Exit(0)

@@ -8,6 +8,7 @@ from transferlab.report.html import (
     write_report,
 )
 from transferlab.report.provenance import collect_provenance, git_commit
+from transferlab.report.store_report import write_store_report
 
 __all__ = [
     "ReportSection",
@@ -17,4 +18,5 @@ __all__ = [
     "render_html",
     "save_figures",
     "write_report",
+    "write_store_report",
 ]

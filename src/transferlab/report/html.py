@@ -155,7 +155,7 @@ def render_html(
         parts.append(f"<h2 class='failed'>Failed cells ({len(failures)})</h2>")
         parts.append(_table_html(failures))
     if spec_text:
-        parts.append(f"<h2>Spec</h2><pre>{html.escape(spec_text)}</pre>")
+        parts.append(f"<h2>Spec</h2><pre>{html.escape(spec_text, quote=False)}</pre>")
     if provenance:
         rows = [{"item": k, "value": "" if v is None else v} for k, v in provenance.items()]
         parts.append("<h2>Provenance</h2>" + _table_html(rows, "summary"))

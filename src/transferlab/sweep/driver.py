@@ -1,0 +1,236 @@
+"""The driver: runs a spec's pending cells on an executor and alone writes the store.
+
+Flow: expand and validate every cell (errors before the store is touched) -> skip cells already
+``ok`` (resume and cache) -> group the rest into batches of equal shape -> claim each batch just
+before dispatch -> commit each finished batch in one transaction. A batch that raises is retried
+cell by cell, so one bad cell fails alone; a cell whose row holds NaN/inf, or that raises, is stored
+as failed with the reason and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transferlab import __version__
+from transferlab.experiments import get_experiment
+from transferlab.sweep.executors import BatchResult, Executor, make_executor
+from transferlab.sweep.planner import iter_batches
+from transferlab.sweep.spec import PlannedCell, Spec, expand_cells
+from transferlab.sweep.store import CellOutcome, Store, claim_owner, open_store
+
+__all__ = ["ProgressEvent", "RunSummary", "run_sweep"]
+
+log = logging.getLogger("transferlab.sweep")
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Progress of a run: ``done`` of ``total`` pending cells finished (``ok`` + ``failed``)."""
+
+    total: int
+    done: int
+    ok: int
+    failed: int
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run did. ``skipped``: cells already done or claimed by another live run."""
+
+    store: Path
+    run_id: int
+    cells: int
+    skipped: int
+    ok: int
+    failed: int
+    seconds: float
+    failed_in_store: int
+
+    def line(self) -> str:
+        return (f"{self.cells} cells: {self.ok} computed ok, {self.failed} failed, {self.skipped} already done "
+                f"or taken by another run; store {self.store} ({self.seconds:.1f} s)")
+
+
+def _row_problem(row: Any) -> str | None:
+    """Why ``row`` cannot be stored (not a flat JSON-able dict, or a non-finite number), or None."""
+    if not isinstance(row, dict):
+        return f"run_batch returned a {type(row).__name__}, not a dict"
+
+    def bad(value: Any, path: str) -> str | None:
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            return None
+        if isinstance(value, (int, float)):
+            return None if math.isfinite(value) else f"non-finite value in result field {path!r}: {value}"
+        if isinstance(value, (list, tuple)):
+            return next((p for i, v in enumerate(value) if (p := bad(v, f"{path}[{i}]"))), None)
+        if isinstance(value, dict):
+            return next((p for k, v in value.items() if (p := bad(v, f"{path}.{k}"))), None)
+        return f"result field {path!r} has unsupported type {type(value).__name__}"
+
+    return next((p for k, v in row.items() if (p := bad(v, str(k)))), None)
+
+
+def _outcomes(cells: Sequence[PlannedCell], result: BatchResult) -> list[CellOutcome]:
+    n = len(cells)
+    seconds = (result.finished - result.started) / n
+    common = dict(started=result.started, finished=result.finished, seconds=seconds, batch_cells=n, host=result.host)
+    if result.error is not None:
+        return [CellOutcome(p.cell.key, "failed", None, result.error, result.traceback, **common) for p in cells]
+    rows = result.rows or []
+    if len(rows) != n:
+        error = f"run_batch returned {len(rows)} rows for {n} cells"
+        return [CellOutcome(p.cell.key, "failed", None, error, None, **common) for p in cells]
+    outcomes = []
+    for p, row in zip(cells, rows):
+        problem = _row_problem(row)
+        if problem:
+            outcomes.append(CellOutcome(p.cell.key, "failed", None, problem, None, **common))
+        else:
+            outcomes.append(CellOutcome(p.cell.key, "ok", json.loads(json.dumps(row)), None, None, **common))
+    return outcomes
+
+
+def run_sweep(
+    spec: Spec,
+    store: str | Path | None = None,
+    *,
+    executor: str | None = None,
+    jobs: int | None = None,
+    batch_size: int | None = None,
+    retry_failed: bool = False,
+    force: bool = False,
+    address: str | None = None,
+    threads_per_worker: int = 1,
+    progress: Callable[[ProgressEvent], None] | None = None,
+) -> RunSummary:
+    """Run every pending cell of ``spec`` and record it in the store.
+
+    Args:
+        spec: a validated spec (:func:`transferlab.sweep.load_spec`).
+        store: store path (default: the spec's ``run.store`` or ``<spec stem>.db``).
+        executor, jobs, batch_size, address: override the spec's ``[run]`` table.
+        retry_failed: recompute cells stored as failed. force: recompute every cell.
+        threads_per_worker: torch/BLAS threads in each process or Ray worker.
+        progress: called after every committed batch.
+    """
+    kind = get_experiment(spec.experiment)
+    planned = expand_cells(spec)
+    store_path = Path(store) if store else spec.default_store()
+    executor_name = executor or spec.run.executor
+    batch_size = batch_size or spec.run.batch_size
+    started = time.time()
+    with open_store(store_path, create=True) as st:
+        st.bind_experiment(kind.name)
+        known = st.statuses(p.cell.key for p in planned)
+        skip = {"ok"} if not force else set()
+        if not (retry_failed or force):
+            skip.add("failed")
+        todo = [p for p in planned if known.get(p.cell.key) not in skip]
+        from transferlab.report.provenance import git_commit
+
+        run_id = st.start_run(
+            experiment=kind.name, spec_json=json.dumps(spec.model_dump(mode="json")), spec_text=spec.text,
+            spec_path=spec.source, executor=executor_name, jobs=jobs or spec.run.jobs or 0,
+            package_version=__version__, git_commit=git_commit(Path(__file__).parent), cells_total=len(planned),
+        )
+        log.info("%s: %d cells, %d to compute, executor %s", spec.label, len(planned), len(todo), executor_name)
+        counters = {"ok": 0, "failed": 0, "skipped": len(planned) - len(todo)}
+        status = "interrupted"
+        token = uuid.uuid4().hex
+        owner = claim_owner(token)
+        Store._live_tokens.add(token)
+        ex: Executor | None = None
+        try:
+            if todo:
+                ex = make_executor(executor_name, jobs or spec.run.jobs, address=address or spec.run.address,
+                                   threads_per_worker=threads_per_worker)
+                ex = _drive(kind.name, kind.version, st, ex, deque((b, False) for b in iter_batches(kind, todo, batch_size)), owner,
+                            run_id, force, retry_failed, counters, len(todo), started, progress,
+                            lambda: make_executor(executor_name, jobs or spec.run.jobs,
+                                                  address=address or spec.run.address,
+                                                  threads_per_worker=threads_per_worker))
+            status = "finished"
+        finally:
+            if ex is not None:
+                ex.close()
+            st.release(owner)
+            Store._live_tokens.discard(token)
+            st.finish_run(run_id, status, counters["ok"], counters["failed"])
+        failed_in_store = sum(1 for s in st.statuses(p.cell.key for p in planned).values() if s == "failed")
+    return RunSummary(store_path, run_id, len(planned), counters["skipped"], counters["ok"], counters["failed"],
+                      time.time() - started, failed_in_store)
+
+
+def _drive(experiment: str, version: str, st: Store, ex: Executor, batches: deque[tuple[list[PlannedCell], bool]], owner: str,
+           run_id: int, force: bool, retry_failed: bool, counters: dict[str, int], total: int, started: float,
+           progress: Callable[[ProgressEvent], None] | None, remake: Callable[[], Executor]) -> Executor:
+    """Keep a window of batches in flight; commit each as it finishes. Returns the live executor.
+
+    ``batches`` holds ``(cells, already_claimed)``; cells of a failed batch come back claimed.
+    """
+    inflight: dict[Future[BatchResult], list[PlannedCell]] = {}
+    window = max(2, 2 * ex.jobs)
+
+    def report() -> None:
+        if progress is not None:
+            done = counters["ok"] + counters["failed"]
+            progress(ProgressEvent(total, done, counters["ok"], counters["failed"], time.time() - started))
+
+    report()
+    while batches or inflight:
+        while batches and len(inflight) < window:
+            batch, already_claimed = batches.popleft()
+            if already_claimed:
+                cells = batch
+            else:
+                rows = [(p.cell.key, p.cell.seed, p.cell.replicate, experiment, version,
+                         json.dumps(p.config_json, sort_keys=True)) for p in batch]
+                claimed = set(st.claim(rows, owner=owner, run_id=run_id, package_version=__version__,
+                                       force=force, retry_failed=retry_failed))
+                cells = [p for p in batch if p.cell.key in claimed]
+                counters["skipped"] += len(batch) - len(cells)
+            if cells:
+                inflight[ex.submit(experiment, [p.cell for p in cells])] = cells
+        if not inflight:
+            continue
+        done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+        for future in done:
+            cells = inflight.pop(future)
+            try:
+                result = future.result()
+            except BrokenProcessPool as exc:  # a worker died (e.g. out of memory); start a fresh pool
+                ex.close()
+                ex = remake()
+                result = _executor_failure(cells, exc)
+            except Exception as exc:  # executor-level failure (e.g. a Ray task error)
+                result = _executor_failure(cells, exc)
+            if result.error is not None and len(cells) > 1:
+                log.info("batch of %d failed (%s); retrying its cells one by one", len(cells), result.error)
+                batches.extendleft(([p], True) for p in reversed(cells))  # still claimed by us
+                continue
+            outcomes = _outcomes(cells, result)
+            st.commit_outcomes(outcomes, owner=owner, run_id=run_id, package_version=__version__)
+            for o in outcomes:
+                counters[o.status] += 1
+                if o.status == "failed":
+                    log.warning("cell %s failed: %s", o.key[:12], o.error)
+            report()
+    return ex
+
+
+def _executor_failure(cells: Sequence[PlannedCell], exc: BaseException) -> BatchResult:
+    now = time.time()
+    return BatchResult(tuple(p.cell.key for p in cells), None, f"executor error: {type(exc).__name__}: {exc}",
+                       None, now, now, "")

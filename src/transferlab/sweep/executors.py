@@ -1,0 +1,157 @@
+"""Executors: where ``run_batch`` runs. Each returns ``concurrent.futures.Future`` objects whose
+result is a :class:`BatchResult`, so the driver treats them alike.
+
+- ``serial``: in the driver's process, one batch at a time.
+- ``process``: a local pool of spawned worker processes; each worker is single-threaded in torch,
+  OpenMP and BLAS unless ``threads_per_worker`` says otherwise (on few cores, one single-threaded
+  worker per core is fastest for small models).
+- ``ray``: Ray tasks, on a local instance started for the run or on the cluster at ``address``.
+  Results come back to the driver, which stays the only writer of the store.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from transferlab.errors import ConfigError
+from transferlab.experiments import Cell, get_experiment
+
+__all__ = ["BatchResult", "Executor", "make_executor", "execute_batch", "EXECUTORS"]
+
+EXECUTORS = ("serial", "process", "ray")
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """A batch's outcome: ``rows`` (one per cell) or ``error``/``traceback`` if ``run_batch`` raised."""
+
+    keys: tuple[str, ...]
+    rows: list[dict[str, Any]] | None
+    error: str | None
+    traceback: str | None
+    started: float
+    finished: float
+    host: str
+
+
+def execute_batch(experiment: str, cells: Sequence[Cell]) -> BatchResult:
+    """Run one batch of ``experiment`` (looked up by name in the worker) and capture any exception."""
+    kind = get_experiment(experiment)
+    started = time.time()
+    keys = tuple(c.key for c in cells)
+    try:
+        rows = kind.run_batch(list(cells))
+    except Exception as exc:  # any failure of user/kind code becomes a failed batch, never a crash
+        return BatchResult(keys, None, f"{type(exc).__name__}: {exc}", traceback.format_exc(), started,
+                           time.time(), socket.gethostname())
+    return BatchResult(keys, rows, None, None, started, time.time(), socket.gethostname())
+
+
+def _limit_threads(threads: int) -> None:
+    for var in _THREAD_VARS:
+        os.environ[var] = str(threads)
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return
+    torch.set_num_threads(threads)
+
+
+class Executor:
+    """Submit batches, get futures; :meth:`close` releases workers."""
+
+    name = "serial"
+
+    def __init__(self, jobs: int = 1):
+        self.jobs = jobs
+
+    def submit(self, experiment: str, cells: Sequence[Cell]) -> Future[BatchResult]:
+        future: Future[BatchResult] = Future()
+        future.set_result(execute_batch(experiment, cells))
+        return future
+
+    def close(self) -> None:
+        """Nothing to release for the serial executor."""
+
+
+class ProcessExecutor(Executor):
+    name = "process"
+
+    def __init__(self, jobs: int, threads_per_worker: int = 1):
+        super().__init__(jobs)
+        import multiprocessing
+
+        saved = {var: os.environ.get(var) for var in _THREAD_VARS}
+        for var in _THREAD_VARS:  # inherited by spawned workers before they import numpy/torch
+            os.environ[var] = str(threads_per_worker)
+        try:
+            self._pool = ProcessPoolExecutor(
+                max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_limit_threads, initargs=(threads_per_worker,),
+            )
+            # start every worker now, while the environment carries the thread limits
+            for future in [self._pool.submit(os.getpid) for _ in range(jobs)]:
+                future.result()
+        finally:
+            for var, value in saved.items():
+                if value is None:
+                    os.environ.pop(var, None)
+                else:
+                    os.environ[var] = value
+
+    def submit(self, experiment: str, cells: Sequence[Cell]) -> Future[BatchResult]:
+        return self._pool.submit(execute_batch, experiment, list(cells))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RayExecutor(Executor):
+    name = "ray"
+
+    def __init__(self, jobs: int, address: str | None = None, threads_per_worker: int = 1):
+        super().__init__(jobs)
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("the ray executor needs Ray: pip install 'transferlab[ray]'") from None
+        self._ray = ray
+        self._started_here = not ray.is_initialized()
+        if self._started_here:
+            env = {var: str(threads_per_worker) for var in _THREAD_VARS}
+            kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env}, "log_to_driver": False}
+            if address:
+                kwargs["address"] = address
+            else:
+                kwargs.update(num_cpus=jobs, include_dashboard=False)
+            ray.init(**kwargs)
+        self._remote = ray.remote(num_cpus=1, max_retries=0)(execute_batch)
+
+    def submit(self, experiment: str, cells: Sequence[Cell]) -> Future[BatchResult]:
+        return self._remote.remote(experiment, list(cells)).future()
+
+    def close(self) -> None:
+        if self._started_here:
+            self._ray.shutdown()
+
+
+def make_executor(name: str, jobs: int | None = None, *, address: str | None = None,
+                  threads_per_worker: int = 1) -> Executor:
+    """An executor by name; ``jobs`` defaults to the CPU count (1 for ``serial``)."""
+    if name not in EXECUTORS:
+        raise ConfigError(f"unknown executor {name!r}; use one of {', '.join(EXECUTORS)}")
+    if name == "serial":
+        return Executor(1)
+    jobs = jobs or os.cpu_count() or 1
+    if name == "process":
+        return ProcessExecutor(jobs, threads_per_worker)
+    return RayExecutor(jobs, address, threads_per_worker)
+

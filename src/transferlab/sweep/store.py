@@ -1,0 +1,345 @@
+"""The results store: one SQLite file in WAL mode, written only by the driver.
+
+Tables:
+
+- ``meta``: ``format = transferlab-store``, ``schema``, ``experiment`` -- identifies the file.
+- ``runs``: one row per ``transferlab run``: spec (JSON and text), executor, host, versions, times.
+- ``cells``: one row per cell key (the primary key, so a cell can never appear twice): config,
+  status (``ok`` | ``failed`` | ``running``), result JSON, error text and traceback, timings, host,
+  package version, run id, attempts, and the claim (``claimed_by``, ``claim_expires``) of the driver
+  computing it.
+
+Crash safety: each finished batch is committed in one transaction, so a killed sweep loses at most
+the batches in flight, and a committed cell is never recomputed on resume. Concurrency: before a
+batch is dispatched the driver *claims* its cells in a write transaction; another driver skips
+cells claimed by a live owner (same host: its process exists; other host: the claim has not
+expired), so two runs on one store neither duplicate nor corrupt. ``synchronous=NORMAL`` in WAL mode
+is safe against process crashes (a power cut may lose the last commits, never corrupt the file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transferlab.errors import StoreError
+
+__all__ = ["Store", "StoredCell", "CellOutcome", "open_store", "claim_owner"]
+
+FORMAT = "transferlab-store"
+SCHEMA = "1"
+CLAIM_LEASE_S = 600.0
+
+_SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started REAL NOT NULL, finished REAL, status TEXT NOT NULL DEFAULT 'running',
+    experiment TEXT NOT NULL, spec_json TEXT NOT NULL, spec_text TEXT, spec_path TEXT,
+    executor TEXT, jobs INTEGER, host TEXT, pid INTEGER, package_version TEXT, git_commit TEXT,
+    cells_total INTEGER, cells_ok INTEGER, cells_failed INTEGER
+);
+CREATE TABLE IF NOT EXISTS cells (
+    key TEXT PRIMARY KEY,
+    experiment TEXT NOT NULL, version TEXT NOT NULL, seed INTEGER NOT NULL, replicate INTEGER NOT NULL,
+    config TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'failed', 'running')),
+    result TEXT, error TEXT, traceback TEXT,
+    started REAL, finished REAL, seconds REAL, batch_cells INTEGER,
+    host TEXT, package_version TEXT, run_id INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
+    claimed_by TEXT, claim_expires REAL
+);
+CREATE INDEX IF NOT EXISTS cells_status ON cells(status);
+"""
+
+
+def claim_owner(token: str) -> str:
+    """The owner string of a claim: ``host:pid:token``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{token}"
+
+
+def _owner_alive(owner: str | None, expires: float | None, now: float, own_pid_tokens: frozenset[str]) -> bool:
+    if not owner:
+        return False
+    host, _, rest = owner.partition(":")
+    pid_text, _, token = rest.partition(":")
+    if host != socket.gethostname():
+        return expires is not None and expires > now
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return token in own_pid_tokens
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return expires is not None and expires > now
+
+
+@dataclass(frozen=True)
+class StoredCell:
+    """One row of ``cells`` as Python values."""
+
+    key: str
+    version: str
+    replicate: int
+    config: dict[str, Any]
+    status: str
+    result: dict[str, Any] | None
+    error: str | None
+    seconds: float | None
+    host: str | None
+    run_id: int | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    """What the driver commits for one finished cell."""
+
+    key: str
+    status: str  # "ok" | "failed"
+    result: dict[str, Any] | None
+    error: str | None
+    traceback: str | None
+    started: float
+    finished: float
+    seconds: float
+    batch_cells: int
+    host: str
+
+
+class Store:
+    """An open results store. Use :func:`open_store`; close with :meth:`close` or as a context manager."""
+
+    # Claims taken by drivers living in this process, by token (a finished run drops its token).
+    _live_tokens: set[str] = set()
+
+    def __init__(self, path: Path, conn: sqlite3.Connection):
+        self.path = path
+        self._conn = conn
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction taken up front (``BEGIN IMMEDIATE``), committed or rolled back."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"{self.path}: cannot lock the store for writing ({exc})") from None
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    # -- meta ------------------------------------------------------------------------------------
+    def experiment(self) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'experiment'").fetchone()
+        return row[0] if row else None
+
+    def bind_experiment(self, name: str) -> None:
+        """Record which experiment kind this store holds; a store holds exactly one kind."""
+        with self._write() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'experiment'").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO meta VALUES ('experiment', ?)", (name,))
+            elif row[0] != name:
+                raise StoreError(f"{self.path}: this store holds experiment {row[0]!r}, not {name!r}; use another --store")
+
+    # -- runs ------------------------------------------------------------------------------------
+    def start_run(self, *, experiment: str, spec_json: str, spec_text: str | None, spec_path: str | None,
+                  executor: str, jobs: int, package_version: str, git_commit: str | None, cells_total: int) -> int:
+        with self._write() as conn:
+            cur = conn.execute(
+                "INSERT INTO runs (started, experiment, spec_json, spec_text, spec_path, executor, jobs, host, pid,"
+                " package_version, git_commit, cells_total) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (time.time(), experiment, spec_json, spec_text, spec_path, executor, jobs, socket.gethostname(),
+                 os.getpid(), package_version, git_commit, cells_total),
+            )
+            return int(cur.lastrowid)
+
+    def finish_run(self, run_id: int, status: str, ok: int, failed: int) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE runs SET finished = ?, status = ?, cells_ok = ?, cells_failed = ? WHERE run_id = ?",
+                (time.time(), status, ok, failed, run_id),
+            )
+
+    def runs(self) -> list[dict[str, Any]]:
+        cur = self._conn.execute("SELECT * FROM runs ORDER BY run_id")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def latest_spec(self) -> tuple[dict[str, Any], str | None]:
+        """The JSON and text of the newest run's spec."""
+        row = self._conn.execute("SELECT spec_json, spec_text FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
+        if row is None:
+            raise StoreError(f"{self.path}: the store has no runs yet")
+        return json.loads(row[0]), row[1]
+
+    # -- cells -----------------------------------------------------------------------------------
+    def statuses(self, keys: Iterable[str]) -> dict[str, str]:
+        """Status of each given key that has a row (chunked to respect SQLite's variable limit)."""
+        keys = list(keys)
+        found: dict[str, str] = {}
+        for start in range(0, len(keys), 900):
+            chunk = keys[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            found.update(self._conn.execute(f"SELECT key, status FROM cells WHERE key IN ({marks})", chunk).fetchall())
+        return found
+
+    def claim(self, cells: Sequence[tuple[str, int, int, str, str, str]], *, owner: str, run_id: int,
+              package_version: str, force: bool, retry_failed: bool) -> list[str]:
+        """Claim the given cells for ``owner``; return the keys actually claimed.
+
+        ``cells`` holds ``(key, seed, replicate, experiment, version, config_json)``. A cell is
+        skipped when it is ``ok`` (unless ``force``), ``failed`` (unless ``retry_failed`` or
+        ``force``), or ``running`` under another live owner.
+        """
+        now = time.time()
+        own = frozenset(self._live_tokens)
+        claimed: list[str] = []
+        with self._write() as conn:
+            for key, seed, replicate, experiment, version, config_json in cells:
+                row = conn.execute(
+                    "SELECT status, claimed_by, claim_expires FROM cells WHERE key = ?", (key,)
+                ).fetchone()
+                if row is not None:
+                    status, by, expires = row
+                    if status == "ok" and not force:
+                        continue
+                    if status == "failed" and not (retry_failed or force):
+                        continue
+                    if status == "running" and by != owner and _owner_alive(by, expires, now, own):
+                        continue
+                conn.execute(
+                    "INSERT INTO cells (key, experiment, version, seed, replicate, config, status, run_id,"
+                    " package_version, claimed_by, claim_expires) VALUES (?,?,?,?,?,?,'running',?,?,?,?)"
+                    " ON CONFLICT(key) DO UPDATE SET status = 'running', run_id = excluded.run_id,"
+                    " claimed_by = excluded.claimed_by, claim_expires = excluded.claim_expires",
+                    (key, experiment, version, seed, replicate, config_json, run_id, package_version, owner,
+                     now + CLAIM_LEASE_S),
+                )
+                claimed.append(key)
+        return claimed
+
+    def commit_outcomes(self, outcomes: Sequence[CellOutcome], *, owner: str, run_id: int,
+                        package_version: str) -> int:
+        """Write finished cells in one transaction; return how many were written.
+
+        Only rows still claimed by ``owner`` are written, so a driver whose claim was taken over
+        (after its lease expired) cannot overwrite another's result.
+        """
+        written = 0
+        with self._write() as conn:
+            for o in outcomes:
+                cur = conn.execute(
+                    "UPDATE cells SET status = ?, result = ?, error = ?, traceback = ?, started = ?, finished = ?,"
+                    " seconds = ?, batch_cells = ?, host = ?, package_version = ?, run_id = ?,"
+                    " attempts = attempts + 1, claimed_by = NULL, claim_expires = NULL"
+                    " WHERE key = ? AND claimed_by = ?",
+                    (o.status, None if o.result is None else json.dumps(o.result, allow_nan=False), o.error,
+                     o.traceback, o.started, o.finished, o.seconds, o.batch_cells, o.host, package_version, run_id,
+                     o.key, owner),
+                )
+                written += cur.rowcount
+            conn.execute(
+                "UPDATE cells SET claim_expires = ? WHERE claimed_by = ?", (time.time() + CLAIM_LEASE_S, owner)
+            )
+        return written
+
+    def release(self, owner: str) -> None:
+        """Drop the claims of ``owner`` that never finished: such cells are deleted if they were new,
+        or keep status 'running' without owner (reclaimable) otherwise."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM cells WHERE claimed_by = ? AND attempts = 0", (owner,))
+            conn.execute("UPDATE cells SET claimed_by = NULL, claim_expires = NULL WHERE claimed_by = ?", (owner,))
+
+    def cells(self, status: str | None = None) -> list[StoredCell]:
+        sql = ("SELECT key, version, replicate, config, status, result, error, seconds, host, run_id, attempts"
+               " FROM cells"
+               + (" WHERE status = ?" if status else "") + " ORDER BY rowid")
+        rows = self._conn.execute(sql, (status,) if status else ()).fetchall()
+        return [
+            StoredCell(key, ver, rep, json.loads(cfg), st, None if res is None else json.loads(res), err, sec, host,
+                       rid, att)
+            for key, ver, rep, cfg, st, res, err, sec, host, rid, att in rows
+        ]
+
+    def counts(self) -> dict[str, int]:
+        counts = {"ok": 0, "failed": 0, "running": 0}
+        counts.update(self._conn.execute("SELECT status, COUNT(*) FROM cells GROUP BY status").fetchall())
+        return counts
+
+    def total_seconds(self) -> float:
+        return float(self._conn.execute("SELECT COALESCE(SUM(seconds), 0) FROM cells").fetchone()[0])
+
+
+def open_store(path: str | Path, *, create: bool = False) -> Store:
+    """Open (or with ``create``, create) a store; :class:`StoreError` for a missing, unreadable or
+    foreign file -- never a traceback, and a foreign file is never written to."""
+    path = Path(path)
+    exists = path.exists()
+    if not exists and not create:
+        raise StoreError(f"{path}: no such store")
+    if exists and path.is_dir():
+        raise StoreError(f"{path}: is a directory, not a store")
+    try:
+        conn = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 60000")
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: not a transferlab store ({exc})") from None
+    if exists and tables:
+        fmt = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone() if "meta" in tables else None
+        if fmt is None or fmt[0] != FORMAT:
+            conn.close()
+            raise StoreError(f"{path}: an SQLite database, but not a transferlab store")
+        schema = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if schema is None or schema[0] != SCHEMA:
+            conn.close()
+            raise StoreError(f"{path}: store schema {schema and schema[0]!r} is not supported (expected {SCHEMA})")
+    elif exists and path.stat().st_size > 0 and not tables and not create:
+        conn.close()
+        raise StoreError(f"{path}: not a transferlab store (empty database)")
+    elif not create:
+        conn.close()
+        raise StoreError(f"{path}: not a transferlab store")
+    else:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.executescript(
+                "BEGIN IMMEDIATE;" + _SCHEMA_SQL
+                + f"INSERT OR IGNORE INTO meta VALUES ('format', '{FORMAT}');"
+                + f"INSERT OR IGNORE INTO meta VALUES ('schema', '{SCHEMA}');COMMIT;"
+            )
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(f"{path}: cannot create the store ({exc})") from None
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return Store(path, conn)

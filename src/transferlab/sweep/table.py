@@ -1,0 +1,83 @@
+"""Reading a store back: the :class:`ResultTable` an experiment analyzes, and flat exports."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from transferlab.errors import ConfigError, StoreError
+from transferlab.experiments import Experiment, ResultTable, get_experiment
+from transferlab.sweep.store import Store, open_store
+
+__all__ = ["load_table", "export_store", "EXPORT_FORMATS"]
+
+EXPORT_FORMATS = ("csv", "parquet", "json")
+
+
+def load_table(store: Store) -> tuple[Experiment, ResultTable]:
+    """The store's experiment kind and its table of cells computed by the kind's current version.
+
+    Rows of ``ok`` cells are ``{**config, "replicate", "key", **result}``; failed cells are listed in
+    ``table.failed`` with their error.
+    """
+    name = store.experiment()
+    if name is None:
+        raise StoreError(f"{store.path}: the store holds no cells yet")
+    kind = get_experiment(name)
+    spec_json, _ = store.latest_spec()
+    rows: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for cell in store.cells():
+        if cell.version != kind.version:
+            continue
+        if cell.status == "ok" and cell.result is not None:
+            rows.append({**cell.config, "replicate": cell.replicate, "key": cell.key, **cell.result})
+        elif cell.status == "failed":
+            failed.append({"key": cell.key, "config": cell.config, "error": cell.error})
+    return kind, ResultTable(rows=rows, failed=failed, params=spec_json.get("params", {}))
+
+
+def _flat_records(store: Store) -> list[dict[str, Any]]:
+    records = []
+    for cell in store.cells():
+        record: dict[str, Any] = {"key": cell.key, "status": cell.status, "replicate": cell.replicate}
+        record.update(cell.config)
+        record.update(cell.result or {})
+        record.update({"error": cell.error, "seconds": cell.seconds, "host": cell.host, "run_id": cell.run_id})
+        records.append(record)
+    return records
+
+
+def export_store(store_path: str | Path, fmt: str, out: str | Path) -> Path:
+    """Write every cell of the store as one flat table (config, result, status columns) to ``out``."""
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
+    with open_store(store_path) as store:
+        records = _flat_records(store)
+    out = Path(out)
+    columns: list[str] = []
+    for record in records:
+        columns.extend(c for c in record if c not in columns)
+    cells = [{c: _scalar(r.get(c)) for c in columns} for r in records]
+    if fmt == "json":
+        out.write_text(json.dumps(records, indent=1), encoding="utf-8")
+    elif fmt == "csv":
+        with out.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(cells)
+    else:
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ConfigError("parquet export needs pyarrow: pip install 'transferlab[parquet]'") from None
+        pq.write_table(pa.Table.from_pylist(cells), out)
+    return out
+
+
+def _scalar(value: Any) -> Any:
+    """Lists and dicts as JSON text, so every column of a flat table is a scalar."""
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
