@@ -54,7 +54,8 @@ class ToyExperiment(Experiment):
             if cfg.fail == "raise":
                 raise RuntimeError(f"toy cell asked to fail (mu={cfg.mu})")
             x = cell.rng().normal(cfg.mu, cfg.sigma, size=cfg.n)
-            _busy(cfg.work, cell.rng(stream=1))
+            if cfg.work:
+                _busy(cfg.work, cell.rng(stream=1))
             if cfg.sleep:
                 time.sleep(cfg.sleep)
             mean = float("nan") if cfg.fail == "nan" else float(x.mean())
@@ -103,7 +104,6 @@ class ToyExperiment(Experiment):
 
 
 def _busy(work: int, rng: np.random.Generator) -> None:
-    if work:
-        a = rng.standard_normal((64, 64))
-        for _ in range(work):
-            a = np.tanh(a @ a * (1 / 64))
+    a = rng.standard_normal((64, 64))
+    for _ in range(work):
+        a = np.tanh(a @ a * (1 / 64))
