@@ -7,7 +7,7 @@ from transferlab.report.html import (
     save_figures,
     write_report,
 )
-from transferlab.report.provenance import collect_provenance, git_commit
+from transferlab.provenance import collect_provenance, git_commit
 from transferlab.report.store_report import write_store_report
 
 __all__ = [

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from transferlab.report.html import ReportSection, save_figures, write_report
-from transferlab.report.provenance import collect_provenance
+from transferlab.provenance import collect_provenance
 from transferlab.sweep import load_table, open_store
 
 __all__ = ["write_store_report"]

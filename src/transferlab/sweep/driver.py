@@ -15,7 +15,7 @@ import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -24,6 +24,7 @@ from typing import Any
 
 from transferlab import __version__
 from transferlab.experiments import get_experiment
+from transferlab.provenance import git_commit
 from transferlab.sweep.executors import BatchResult, Executor, make_executor
 from transferlab.sweep.planner import iter_batches
 from transferlab.sweep.spec import PlannedCell, Spec, expand_cells
@@ -138,96 +139,114 @@ def run_sweep(
         if not (retry_failed or force):
             skip.add("failed")
         todo = [p for p in planned if known.get(p.cell.key) not in skip]
-        from transferlab.report.provenance import git_commit
-
         run_id = st.start_run(
             experiment=kind.name, spec_json=json.dumps(spec.model_dump(mode="json")), spec_text=spec.text,
             spec_path=spec.source, executor=executor_name, jobs=jobs or spec.run.jobs or 0,
             package_version=__version__, git_commit=git_commit(Path(__file__).parent), cells_total=len(planned),
         )
         log.info("%s: %d cells, %d to compute, executor %s", spec.label, len(planned), len(todo), executor_name)
-        counters = {"ok": 0, "failed": 0, "skipped": len(planned) - len(todo)}
+        dispatch = _Dispatch(
+            experiment=kind.name, version=kind.version, store=st, owner=claim_owner(uuid.uuid4().hex),
+            run_id=run_id, force=force, retry_failed=retry_failed, total=len(todo), started=started,
+            progress=progress, skipped=len(planned) - len(todo),
+            make_executor=lambda: make_executor(executor_name, jobs or spec.run.jobs,
+                                                address=address or spec.run.address,
+                                                threads_per_worker=threads_per_worker),
+        )
         status = "interrupted"
-        token = uuid.uuid4().hex
-        owner = claim_owner(token)
-        Store._live_tokens.add(token)
-        ex: Executor | None = None
         try:
             if todo:
-                ex = make_executor(executor_name, jobs or spec.run.jobs, address=address or spec.run.address,
-                                   threads_per_worker=threads_per_worker)
-                ex = _drive(kind.name, kind.version, st, ex, deque((b, False) for b in iter_batches(kind, todo, batch_size)), owner,
-                            run_id, force, retry_failed, counters, len(todo), started, progress,
-                            lambda: make_executor(executor_name, jobs or spec.run.jobs,
-                                                  address=address or spec.run.address,
-                                                  threads_per_worker=threads_per_worker))
+                dispatch.run(iter_batches(kind, todo, batch_size))
             status = "finished"
         finally:
-            if ex is not None:
-                ex.close()
-            st.release(owner)
-            Store._live_tokens.discard(token)
-            st.finish_run(run_id, status, counters["ok"], counters["failed"])
+            st.finish_run(run_id, status, dispatch.ok, dispatch.failed)
         failed_in_store = sum(1 for s in st.statuses(p.cell.key for p in planned).values() if s == "failed")
-    return RunSummary(store_path, run_id, len(planned), counters["skipped"], counters["ok"], counters["failed"],
+    return RunSummary(store_path, run_id, len(planned), dispatch.skipped, dispatch.ok, dispatch.failed,
                       time.time() - started, failed_in_store)
 
 
-def _drive(experiment: str, version: str, st: Store, ex: Executor, batches: deque[tuple[list[PlannedCell], bool]], owner: str,
-           run_id: int, force: bool, retry_failed: bool, counters: dict[str, int], total: int, started: float,
-           progress: Callable[[ProgressEvent], None] | None, remake: Callable[[], Executor]) -> Executor:
-    """Keep a window of batches in flight; commit each as it finishes. Returns the live executor.
+@dataclass
+class _Dispatch:
+    """Keeps a window of batches in flight on an executor and commits each as it finishes."""
 
-    ``batches`` holds ``(cells, already_claimed)``; cells of a failed batch come back claimed.
-    """
-    inflight: dict[Future[BatchResult], list[PlannedCell]] = {}
-    window = max(2, 2 * ex.jobs)
+    experiment: str
+    version: str
+    store: Store
+    owner: str
+    run_id: int
+    force: bool
+    retry_failed: bool
+    total: int
+    started: float
+    progress: Callable[[ProgressEvent], None] | None
+    make_executor: Callable[[], Executor]
+    skipped: int = 0
+    ok: int = 0
+    failed: int = 0
 
-    def report() -> None:
-        if progress is not None:
-            done = counters["ok"] + counters["failed"]
-            progress(ProgressEvent(total, done, counters["ok"], counters["failed"], time.time() - started))
+    def _report(self) -> None:
+        if self.progress is not None:
+            self.progress(ProgressEvent(self.total, self.ok + self.failed, self.ok, self.failed,
+                                        time.time() - self.started))
 
-    report()
-    while batches or inflight:
-        while batches and len(inflight) < window:
-            batch, already_claimed = batches.popleft()
-            if already_claimed:
-                cells = batch
+    def _claim(self, batch: list[PlannedCell]) -> list[PlannedCell]:
+        rows = [(p.cell.key, p.cell.seed, p.cell.replicate, self.experiment, self.version,
+                 json.dumps(p.config_json, sort_keys=True)) for p in batch]
+        claimed = set(self.store.claim(rows, owner=self.owner, run_id=self.run_id, package_version=__version__,
+                                       force=self.force, retry_failed=self.retry_failed))
+        self.skipped += len(batch) - len(claimed)
+        return [p for p in batch if p.cell.key in claimed]
+
+    def run(self, batches: Iterable[list[PlannedCell]]) -> None:
+        """Dispatch every batch; ``queue`` holds ``(cells, already_claimed)`` pairs, and the cells of
+        a failed batch come back one by one, still claimed."""
+        queue: deque[tuple[list[PlannedCell], bool]] = deque((b, False) for b in batches)
+        inflight: dict[Future[BatchResult], list[PlannedCell]] = {}
+        token = self.owner.rsplit(":", 1)[1]
+        Store._live_tokens.add(token)
+        ex = self.make_executor()
+        window = max(2, 2 * ex.jobs)
+        try:
+            self._report()
+            while queue or inflight:
+                while queue and len(inflight) < window:
+                    batch, already_claimed = queue.popleft()
+                    cells = batch if already_claimed else self._claim(batch)
+                    if cells:
+                        inflight[ex.submit(self.experiment, [p.cell for p in cells])] = cells
+                if not inflight:
+                    continue
+                done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    cells = inflight.pop(future)
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool as exc:  # a worker died (e.g. out of memory): fresh pool
+                        ex.close()
+                        ex = self.make_executor()
+                        result = _executor_failure(cells, exc)
+                    except Exception as exc:  # executor-level failure (e.g. a Ray task error)
+                        result = _executor_failure(cells, exc)
+                    if result.error is not None and len(cells) > 1:
+                        log.info("batch of %d failed (%s); retrying its cells one by one", len(cells), result.error)
+                        queue.extendleft(([p], True) for p in reversed(cells))
+                        continue
+                    self._commit(cells, result)
+        finally:
+            ex.close()
+            self.store.release(self.owner)
+            Store._live_tokens.discard(token)
+
+    def _commit(self, cells: list[PlannedCell], result: BatchResult) -> None:
+        outcomes = _outcomes(cells, result)
+        self.store.commit_outcomes(outcomes, owner=self.owner, run_id=self.run_id, package_version=__version__)
+        for o in outcomes:
+            if o.status == "ok":
+                self.ok += 1
             else:
-                rows = [(p.cell.key, p.cell.seed, p.cell.replicate, experiment, version,
-                         json.dumps(p.config_json, sort_keys=True)) for p in batch]
-                claimed = set(st.claim(rows, owner=owner, run_id=run_id, package_version=__version__,
-                                       force=force, retry_failed=retry_failed))
-                cells = [p for p in batch if p.cell.key in claimed]
-                counters["skipped"] += len(batch) - len(cells)
-            if cells:
-                inflight[ex.submit(experiment, [p.cell for p in cells])] = cells
-        if not inflight:
-            continue
-        done, _ = wait(inflight, return_when=FIRST_COMPLETED)
-        for future in done:
-            cells = inflight.pop(future)
-            try:
-                result = future.result()
-            except BrokenProcessPool as exc:  # a worker died (e.g. out of memory); start a fresh pool
-                ex.close()
-                ex = remake()
-                result = _executor_failure(cells, exc)
-            except Exception as exc:  # executor-level failure (e.g. a Ray task error)
-                result = _executor_failure(cells, exc)
-            if result.error is not None and len(cells) > 1:
-                log.info("batch of %d failed (%s); retrying its cells one by one", len(cells), result.error)
-                batches.extendleft(([p], True) for p in reversed(cells))  # still claimed by us
-                continue
-            outcomes = _outcomes(cells, result)
-            st.commit_outcomes(outcomes, owner=owner, run_id=run_id, package_version=__version__)
-            for o in outcomes:
-                counters[o.status] += 1
-                if o.status == "failed":
-                    log.warning("cell %s failed: %s", o.key[:12], o.error)
-            report()
-    return ex
+                self.failed += 1
+                log.warning("cell %s failed: %s", o.key[:12], o.error)
+        self._report()
 
 
 def _executor_failure(cells: Sequence[PlannedCell], exc: BaseException) -> BatchResult:
