@@ -90,6 +90,7 @@ def test_cli_run_status_export_report(toy_spec, tmp_path, cli):
     store = tmp_path / "c.db"
     code, out, err = cli("run", toy_spec, "--executor", "serial", "--store", store)
     assert code == 0 and "20 computed ok" in out
+    assert "toy.toml: 20/20 cells done, 0 failed" in err  # plain progress lines when not on a terminal
     code, out, _ = cli("status", store)
     assert code == 0 and "20 ok, 0 failed" in out
     for fmt in ("csv", "json", "parquet"):

@@ -1,0 +1,103 @@
+"""The whole measurement: tidy losses -> effective data -> transfer law with intervals (+ surface fit)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from transferlab.errors import FitError
+from transferlab.scaling.chinchilla import ChinchillaFit, fit_chinchilla
+from transferlab.scaling.effective_data import EffectiveDataTable, measure_effective_data
+from transferlab.scaling.fit import FitResult, Method, bootstrap_transfer_law, fit_transfer_law
+from transferlab.scaling.table import LossTable
+
+__all__ = ["TransferAnalysis", "analyze_transfer"]
+
+
+@dataclass(frozen=True)
+class TransferAnalysis:
+    """Everything :func:`analyze_transfer` found.
+
+    Attributes:
+        table: the input losses.
+        effective: per fine-tuned run D_E, D_T, D(N) and status.
+        fit: the transfer law with bootstrap intervals (``intervals`` empty when ``n_boot == 0``).
+        surface: Chinchilla fit of the scratch runs ``L = E + A/N^a + B/D^b``.
+    """
+
+    table: LossTable
+    effective: EffectiveDataTable
+    fit: FitResult
+    surface: ChinchillaFit
+
+    def summary(self) -> dict[str, object]:
+        """JSON-ready summary: the law with intervals, status, point counts, the surface fit."""
+        fit = self.fit
+        return {
+            "k": fit.k,
+            "alpha": fit.alpha,
+            "beta": fit.beta,
+            "log10_k": fit.log10_k,
+            "intervals": {k: list(v) for k, v in fit.intervals.items()},
+            "level": fit.level,
+            "status": fit.status,
+            "method": fit.method,
+            "resample": fit.resample,
+            "n_boot": fit.n_boot,
+            "n_boot_failed": fit.n_boot_failed,
+            "n_points": fit.n_points,
+            "n_model_sizes": fit.n_model_sizes,
+            "residual_std_log": fit.residual_std,
+            "message": fit.message,
+            "point_status_counts": self.effective.counts(),
+            "scratch_surface": self.surface.to_dict(),
+        }
+
+
+def analyze_transfer(
+    table: LossTable,
+    *,
+    method: Method = "direct",
+    n_boot: int = 1000,
+    resample: Literal["points", "model_size"] = "model_size",
+    level: float = 0.95,
+    seed: int = 0,
+    low_data_fraction: float = 0.1,
+    plateau_fraction: float = 0.99,
+    extrapolation_decades: float = 0.0,
+) -> TransferAnalysis:
+    """Measure effective data transferred and fit ``D_T = k D_F**alpha N**beta``.
+
+    Steps: :func:`~transferlab.scaling.effective_data.measure_effective_data` (scratch curve per
+    size, inversion, censoring, low-data filter); the law on the ``ok`` points by ``method``, with
+    ``n_boot`` bootstrap resamples (0 for none) of ``resample`` kind; a Chinchilla fit of all scratch
+    runs. Raises :class:`FitError` naming the model sizes when fewer than two sizes keep usable points.
+    """
+    effective = measure_effective_data(
+        table, low_data_fraction=low_data_fraction, plateau_fraction=plateau_fraction,
+        extrapolation_decades=extrapolation_decades,
+    )
+    d_f, n, d_t = effective.points()
+    usable_sizes = np.unique(n)
+    if usable_sizes.size < 2:
+        per_size = ", ".join(
+            f"N={size:g}: {int(np.sum(effective.usable & (effective.model_size == size)))} usable"
+            for size in np.unique(effective.model_size)
+        )
+        raise FitError(
+            f"too few model sizes with usable low-data points to fit the transfer law ({per_size}); "
+            f"point statuses: {effective.counts()}"
+        )
+    if n_boot > 0:
+        fit = bootstrap_transfer_law(d_f, n, d_t, method=method, n_boot=n_boot, resample=resample,
+                                     level=level, seed=seed)
+    else:
+        fit = fit_transfer_law(d_f, n, d_t, method=method)
+    scratch = table.subset("scratch")
+    surface = fit_chinchilla(scratch.model_size, scratch.data_size, scratch.loss)
+    if not all(math.isfinite(v) for v in (fit.k, fit.alpha, fit.beta)):  # pragma: no cover - defensive
+        raise FitError("the transfer-law fit returned non-finite parameters")
+    return TransferAnalysis(table=table, effective=effective, fit=fit, surface=surface)
