@@ -1,1 +1,12 @@
-"""transferlab.train (in progress)."""
+"""Batched trainers.
+
+Public names:
+
+- :class:`LeastSquaresObjective` -- population or empirical least squares of the end-to-end predictor
+- :func:`train_gd`, :class:`GDSettings`, :class:`GDResult` -- full-batch GD for deep linear nets
+"""
+
+from transferlab.train.gd import GDResult, GDSettings, train_gd
+from transferlab.train.objectives import LeastSquaresObjective
+
+__all__ = ["GDResult", "GDSettings", "LeastSquaresObjective", "train_gd"]

@@ -1,0 +1,284 @@
+"""Batched full-batch gradient descent for deep linear networks (science.md 1.2, 1.8).
+
+Every instance of a :class:`~transferlab.nets.DeepLinear` runs its own GD on its own objective;
+instances share nothing but the tensor they are stacked in, so a result never depends on what else
+is in the batch. The update is plain GD with torch-SGD-style weight decay,
+
+    W_l <- W_l - eta_i (dL_i/dW_l + wd W_l),
+
+and instance i stops (its weights freeze) at the first step where the excess loss
+L_i - min L_i <= tol (the paper's "train loss <= least-squares minimum + tol"), or after
+``max_steps`` updates.
+
+Two gradient paths compute the same dL/dW_l:
+
+- ``"end_to_end"`` (default, the cheapest exact one): with s_l = W_{l+1} ... W_L (a vector),
+  beta = W_1 s_1 and g = dL/dbeta from :class:`LeastSquaresObjective`,
+      dL/dW_l = (W_1 ... W_{l-1})^T g s_l^T,
+  i.e. 2L - 2 matrix-vector products and L - 1 rank-one updates, never forming X W_1 (O(n d^2)).
+  It runs in the objective's spectral coordinates: g lies in row(X) (dimension r = min(n, d)), so
+  only M = Q W_1 (r x d) moves, and for L = 2 the hidden side stays in a (r + 1)-dimensional
+  subspace; the cost per instance and step is O(r^2) for L = 2 with n < d, O(r d + (L - 2) d^2)
+  in general, instead of O(L d^2).
+- ``"autograd"``: the plain reference, autograd through the layer-by-layer forward pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+
+from transferlab.errors import ConfigError, DataError, TrainingDiverged
+from transferlab.nets import DeepLinear
+from transferlab.train.objectives import LeastSquaresObjective, _bvm
+
+__all__ = ["GDResult", "GDSettings", "train_gd"]
+
+logger = logging.getLogger("transferlab")
+
+#: A loss above ``_DIVERGENCE_FACTOR * (1 + initial excess)`` counts as divergence.
+_DIVERGENCE_FACTOR = 1e8
+
+
+@dataclass(frozen=True)
+class GDSettings:
+    """Knobs of :func:`train_gd`.
+
+    Attributes:
+        lr: step size. ``None`` (default) picks per instance eta_i = 0.2 / lambda_max(X_i^T X_i / n)
+            (0.2 for the population loss): GD on a deep linear net is stable while
+            eta * 2 lambda_max * P < 2, where P = sum_l prod_{k != l} ||W_k||^2 is the layer
+            preconditioner (P = 2 for a balanced L = 2 net with ||beta|| = 1), so this default
+            leaves a margin of ~2.5 for unit-norm teachers at L = 2 and still converges at L <= 4.
+        max_steps: most updates per instance.
+        tol: stop an instance once L - min L <= tol (>= 0; 0 never stops early in practice).
+        weight_decay: wd >= 0, added as wd * W_l to every layer's gradient.
+        gradient: ``"end_to_end"`` (fast, exact) or ``"autograd"`` (reference).
+        check_every: steps between the (synchronising) divergence and all-stopped checks.
+    """
+
+    lr: float | None = None
+    max_steps: int = 20_000
+    tol: float = 1e-6
+    weight_decay: float = 0.0
+    gradient: Literal["end_to_end", "autograd"] = "end_to_end"
+    check_every: int = 50
+
+    def __post_init__(self) -> None:
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be None or finite and > 0, got {self.lr!r}")
+        for name in ("max_steps", "check_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "max_steps" else 1):
+                raise ConfigError(f"{name} must be a non-negative integer (check_every >= 1), got {value!r}")
+        for name in ("tol", "weight_decay"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name} must be finite and >= 0, got {value!r}")
+        if self.gradient not in ("end_to_end", "autograd"):
+            raise ConfigError(f"gradient must be 'end_to_end' or 'autograd', got {self.gradient!r}")
+
+
+@dataclass(frozen=True)
+class GDResult:
+    """What :func:`train_gd` did, per instance (all shapes (instances,)).
+
+    Attributes:
+        steps: number of updates applied.
+        converged: whether the stopping rule L - min L <= tol was met.
+        excess: final excess loss L - min L (float64).
+        lr: the step size used (float64).
+    """
+
+    steps: torch.Tensor
+    converged: torch.Tensor
+    excess: torch.Tensor
+    lr: torch.Tensor
+
+
+class _Stepper(Protocol):
+    def evaluate(self) -> torch.Tensor:
+        """Excess loss at the current weights, (instances,); caches what :meth:`apply` needs."""
+
+    def apply(self, eta: torch.Tensor) -> None:
+        """One GD update with per-instance step sizes ``eta`` (instances,) (0 = frozen)."""
+
+    def finish(self) -> None:
+        """Write the trained weights back into the network."""
+
+
+class _EndToEndStepper:
+    """GD in reduced coordinates with dL/dW_l = (W_1 ... W_{l-1})^T g s_l^T (module docstring).
+
+    Input space: W_1 is replaced by M = Q W_1 (r x d) with Q the objective's basis; the rest
+    N = (I - Q^T Q) W_1 gets no gradient and only shrinks under weight decay, by a tracked scalar.
+    Hidden space (L = 2 only): M and w_2 stay in S = span(rows of M(0), w_2(0)) of dimension
+    k <= r + 1, because dM = g w_2^T and dw_2 = M^T g; with an orthonormal basis B (d x k) of S the
+    state is M B (r x k) and B^T w_2 (k). Both are exact changes of coordinates of the same GD.
+    """
+
+    def __init__(self, net: DeepLinear, objective: LeastSquaresObjective, weight_decay: float) -> None:
+        self.net = net
+        self.objective = objective
+        self.weight_decay = weight_decay
+        weights = [w.detach() for w in net.weights]
+        basis = objective.basis
+        self.null_part: torch.Tensor | None = None
+        self.null_scale = torch.ones(net.instances, dtype=net.dtype)
+        self.hidden_basis: torch.Tensor | None = None
+        if basis is not None:
+            first = basis @ weights[0]
+            if basis.shape[1] < net.d:
+                self.null_part = weights[0] - basis.mT @ first
+            weights[0] = first
+            rank = first.shape[1]
+            if len(weights) == 2 and rank + 1 < net.d:
+                span = torch.cat([first.mT, weights[1]], dim=2)  # (I, d, r + 1)
+                self.hidden_basis = torch.linalg.qr(span).Q
+                weights = [first @ self.hidden_basis, self.hidden_basis.mT @ weights[1]]
+        self.weights = [w.clone() for w in weights]
+        self._factors: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._last_grad = self.weights[-1][..., 0]
+
+    def evaluate(self) -> torch.Tensor:
+        w = self.weights
+        v = w[-1][..., 0].clone()  # a copy: apply() changes w[-1] in place before using the factors
+        suffix: list[torch.Tensor] = [v] * len(w)  # suffix[l] = W_{l+1} ... W_L
+        for layer in range(len(w) - 2, -1, -1):
+            suffix[layer] = v
+            v = _bvm(v, w[layer].mT)
+        excess, g = self.objective.excess_and_gradient(v)
+        factors = []
+        u = g  # u = (W_1 ... W_{l-1})^T g
+        for layer in range(len(w) - 1):
+            factors.append((u, suffix[layer]))
+            u = _bvm(u, w[layer])
+        self._factors = factors
+        self._last_grad = u
+        return excess
+
+    def apply(self, eta: torch.Tensor) -> None:
+        w = self.weights
+        if self.weight_decay:
+            shrink = 1.0 - self.weight_decay * eta
+            self.null_scale.mul_(shrink)
+            for layer in w:
+                layer.mul_(shrink[:, None, None])
+        for layer, (u, s) in zip(w[:-1], self._factors, strict=True):
+            layer.addcmul_(u[:, :, None], (s * eta[:, None])[:, None, :], value=-1.0)
+        w[-1][..., 0].addcmul_(self._last_grad, eta[:, None], value=-1.0)
+
+    def finish(self) -> None:
+        weights = list(self.weights)
+        if self.hidden_basis is not None:
+            weights = [weights[0] @ self.hidden_basis.mT, self.hidden_basis @ weights[1]]
+        if self.objective.basis is not None:
+            weights[0] = self.objective.basis.mT @ weights[0]
+            if self.null_part is not None:
+                weights[0] += self.null_scale[:, None, None] * self.null_part
+        for param, value in zip(self.net.weights, weights, strict=True):
+            param.copy_(value)
+
+
+class _AutogradStepper:
+    """Reference: autograd through the plain forward pass X W_1 ... W_L, in the full space."""
+
+    def __init__(self, net: DeepLinear, objective: LeastSquaresObjective, weight_decay: float) -> None:
+        self.net = net
+        self.objective = objective
+        self.weight_decay = weight_decay
+        self._grads: tuple[torch.Tensor, ...] = ()
+
+    def evaluate(self) -> torch.Tensor:
+        params = list(self.net.weights)
+        with torch.enable_grad():
+            if self.objective.X is None:
+                loss = self.objective.loss(self.net.end_to_end())
+            else:
+                loss = self.objective.loss(None, self.net(self.objective.X))
+            self._grads = torch.autograd.grad(loss.sum(), params)
+        return loss.detach().to(torch.float64) - self.objective.minimum
+
+    def apply(self, eta: torch.Tensor) -> None:
+        for param, grad in zip(self.net.weights, self._grads, strict=True):
+            step = grad + self.weight_decay * param if self.weight_decay else grad
+            param.sub_(eta[:, None, None] * step)
+
+    def finish(self) -> None:
+        """Nothing to do: the reference updates the network's parameters directly."""
+
+
+def train_gd(
+    net: DeepLinear,
+    objective: LeastSquaresObjective,
+    settings: GDSettings | None = None,
+) -> GDResult:
+    """Train every instance of ``net`` in place by full-batch GD on its own ``objective``.
+
+    Args:
+        net: networks with I instances, weights (I, d, d) ... (I, d, 1).
+        objective: I least-squares objectives over beta in R^d (same d and dtype as ``net``).
+        settings: step size, stopping rule, weight decay, gradient path (default ``GDSettings()``).
+
+    Returns:
+        Per-instance steps, convergence flags, final excess losses and step sizes.
+
+    Raises:
+        DataError: ``net`` and ``objective`` disagree in instances, d or dtype.
+        TrainingDiverged: some instance's loss became non-finite or exploded; the message names
+            the instances and the step size (lower ``lr``).
+    """
+    settings = settings or GDSettings()
+    if (objective.instances, objective.d, objective.dtype) != (net.instances, net.d, net.dtype):
+        raise DataError(
+            f"objective (instances={objective.instances}, d={objective.d}, {objective.dtype}) does not match "
+            f"net (instances={net.instances}, d={net.d}, {net.dtype})"
+        )
+    if settings.lr is None:
+        lr = 0.2 / objective.curvature
+    else:
+        lr = torch.full((net.instances,), settings.lr, dtype=torch.float64)
+    lr_work = lr.to(net.dtype)
+    with torch.no_grad():
+        stepper: _Stepper
+        if settings.gradient == "end_to_end":
+            stepper = _EndToEndStepper(net, objective, settings.weight_decay)
+        else:
+            stepper = _AutogradStepper(net, objective, settings.weight_decay)
+        active = torch.ones(net.instances, dtype=torch.bool)
+        steps = torch.zeros(net.instances, dtype=torch.int64)
+        excess = stepper.evaluate()
+        limit = _DIVERGENCE_FACTOR * (1.0 + excess.to(torch.float64).clamp(min=0.0))
+        for step in range(settings.max_steps):
+            if step:
+                excess = stepper.evaluate()
+            active &= excess > settings.tol
+            if step % settings.check_every == 0:
+                _check_divergence(excess, limit, lr, step)
+                if not bool(active.any()):
+                    break
+            steps += active
+            stepper.apply(lr_work * active)
+        excess = stepper.evaluate().to(torch.float64)
+        _check_divergence(excess, limit, lr, int(steps.max()))
+        stepper.finish()
+    converged = excess <= settings.tol
+    if not bool(converged.all()) and settings.tol > 0:
+        logger.debug("GD: %d of %d instances did not reach excess <= %g in %d steps",
+                     int((~converged).sum()), net.instances, settings.tol, settings.max_steps)
+    return GDResult(steps=steps, converged=converged, excess=excess, lr=lr)
+
+
+def _check_divergence(excess: torch.Tensor, limit: torch.Tensor, lr: torch.Tensor, step: int) -> None:
+    """Raise :class:`TrainingDiverged` for instances whose excess loss is non-finite or > ``limit``."""
+    bad = ~torch.isfinite(excess) | (excess.to(torch.float64) > limit)
+    if bool(bad.any()):
+        which = torch.nonzero(bad)[:, 0].tolist()
+        raise TrainingDiverged(
+            f"gradient descent diverged at step {step} for instance(s) {which[:10]}"
+            f"{' ...' if len(which) > 10 else ''} (lr = {float(lr[which[0]]):.3g}); lower the learning rate"
+        )
