@@ -15,6 +15,7 @@ __all__ = ["app", "main"]
 # Command modules, imported for their side effect of registering commands on ``app``.
 _COMMAND_MODULES = (
     "transferlab.cli.sweep_commands",
+    "transferlab.cli.measure",
     "transferlab.cli.fit",
 )
 
