@@ -208,3 +208,17 @@ def test_information_imbalance_brute_force_and_bounds(rng):
     z = rng.standard_normal((30, 4))
     assert information_imbalance(x, x + 1e-3 * rng.standard_normal(x.shape))[0] < 0.2
     assert information_imbalance(x, z)[0] > 0.5
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_float32_inputs_match_float64_within_float32_rounding(rng, debiased):
+    """float32 inputs take float32 block products (accumulated in float64). The float64 reference
+    on the *same* float32 values differs only by product rounding: <= sqrt(8192) * 6e-8 ~ 5e-6
+    relative per block, so 2e-5 on CKA is a safe bound that a float32 accumulation over all
+    20,000 rows (error ~ n * 6e-8 ~ 1e-3 worst case) would not guarantee."""
+    x = rng.standard_normal((20_000, 48)).astype(np.float32)
+    y = (x[:, :32] @ rng.standard_normal((32, 40)) + rng.standard_normal((20_000, 40))).astype(np.float32)
+    fast = cka_similarity(x, y, debiased=debiased, method="feature")
+    exact = cka_similarity(x.astype(np.float64), y.astype(np.float64), debiased=debiased, method="feature")
+    assert 0.1 < exact < 0.9
+    assert fast == pytest.approx(exact, rel=2e-5)
