@@ -13,8 +13,15 @@ __all__ = ["collect_provenance", "git_commit"]
 
 
 def git_commit(path: str | Path = ".") -> str | None:
-    """The commit of the git checkout containing ``path`` (suffixed ``+dirty`` if modified), or None."""
+    """The commit of the transferlab source checkout containing ``path`` (suffixed ``+dirty`` if
+    modified), or None when ``path`` is not inside a checkout of transferlab itself (for example an
+    installed package inside some other repository)."""
     try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=path, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        if not (Path(top) / "src" / "transferlab" / "__init__.py").is_file():
+            return None
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=5, check=True
         ).stdout.strip()

@@ -86,8 +86,8 @@ def test_sigkill_then_resume_completes_each_cell_once(tmp_path):
 
 
 def test_two_runs_on_one_store_at_once(tmp_path):
-    cells = 40
-    spec = write_spec(tmp_path, SLOW_SPEC.format(sleep=0.03, cells=cells))
+    cells = 60  # 3 s of work per run: far longer than a process start, so both runs get cells
+    spec = write_spec(tmp_path, SLOW_SPEC.format(sleep=0.05, cells=cells))
     store, trace = tmp_path / "shared.db", tmp_path / "trace.txt"
     procs = [launch(spec, store, trace) for _ in range(2)]
     for proc in procs:

@@ -20,11 +20,12 @@ app = typer.Typer(
 
 def console_logging(verbose: int) -> None:
     """Send the library's ``transferlab`` logger to stderr through rich (CLI only)."""
+    from rich.console import Console
     from rich.logging import RichHandler
 
     logger = logging.getLogger("transferlab")
     if not any(isinstance(h, RichHandler) for h in logger.handlers):
-        handler = RichHandler(show_path=False, show_time=False, markup=False)
+        handler = RichHandler(console=Console(stderr=True), show_path=False, show_time=False, markup=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING)

@@ -24,10 +24,12 @@ class _Progress:
 
     def __enter__(self) -> _Progress:
         if self.tty:
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[failed]} failed"), TimeRemainingColumn(), transient=False)
+                                 TextColumn("{task.fields[failed]} failed"), TimeRemainingColumn(),
+                                 console=Console(stderr=True), transient=False)
             self._bar.__enter__()
         return self
 
@@ -147,5 +149,5 @@ def experiments_command() -> None:
         table.add_column("type")
         table.add_column("default")
         for pname, ptype, default in kind.parameters():
-            table.add_row(pname, ptype, repr(default))
+            table.add_row(pname, ptype, default)
         console.print(table)

@@ -50,22 +50,24 @@ class Cell:
     seed: int = 0
     replicate: int = 0
 
-    def seed_sequence(self) -> np.random.SeedSequence:
-        """The root of this cell's randomness: ``SeedSequence([seed, *words(key)])``."""
+    def seed_sequence(self, family: int = 0, stream: int = 0) -> np.random.SeedSequence:
+        """The root of this cell's randomness: entropy ``[seed, *words(key)]`` and spawn key
+        ``(family, stream)``; family 0 feeds :meth:`rng`, family 1 :meth:`torch_generator`, so no
+        numpy stream ever equals a torch stream."""
         words = [int(self.key[i : i + 8], 16) for i in range(0, len(self.key), 8)]
-        return np.random.SeedSequence([self.seed, *words])
+        return np.random.SeedSequence([self.seed, *words], spawn_key=(family, stream))
 
     def rng(self, stream: int = 0) -> np.random.Generator:
         """A numpy generator for this cell; different ``stream`` values are independent."""
-        return np.random.default_rng(self.seed_sequence().spawn(stream + 1)[stream])
+        return np.random.default_rng(self.seed_sequence(0, stream))
 
     def torch_generator(self, stream: int = 0, device: str = "cpu") -> torch.Generator:
-        """A seeded ``torch.Generator`` for this cell, independent of :meth:`rng` streams."""
+        """A seeded ``torch.Generator`` for this cell, independent of every :meth:`rng` stream."""
         import torch
 
-        child = self.seed_sequence().spawn(stream + 1001)[stream + 1000]
+        state = self.seed_sequence(1, stream).generate_state(1, dtype=np.uint64)[0]
         gen = torch.Generator(device=device)
-        gen.manual_seed(int(child.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
+        gen.manual_seed(int(state >> np.uint64(1)))
         return gen
 
 
@@ -169,6 +171,7 @@ class Experiment(ABC):
     def parameters(cls) -> Iterable[tuple[str, str, Any]]:
         """``(name, type, default)`` for each config field, for ``transferlab experiments``."""
         for fname, finfo in cls.Config.model_fields.items():
-            default = "required" if finfo.is_required() else finfo.get_default(call_default_factory=True)
-            annotation = getattr(finfo.annotation, "__name__", None) or str(finfo.annotation)
-            yield fname, annotation.replace("typing.", ""), default
+            default = "(required)" if finfo.is_required() else repr(finfo.get_default(call_default_factory=True))
+            annotation = finfo.annotation
+            text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+            yield fname, text.replace("typing.", ""), default

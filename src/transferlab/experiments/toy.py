@@ -6,8 +6,9 @@ mean and the unbiased sample variance; :meth:`ToyExperiment.analyze` checks them
 
 - ``work``: extra CPU work per cell (``work`` matrix products of size 64x64), a CPU-bound load;
 - ``sleep``: seconds to sleep per cell, for crash and concurrency tests;
-- ``fail``: ``"raise"`` makes the cell raise, ``"nan"`` makes it return NaN -- both must end as
-  failed cells with the reason, never as stored numbers.
+- ``fail``: ``"raise"`` makes the cell raise, ``"nan"`` makes it return NaN, ``"exit"`` kills the
+  worker process (``os._exit``; only under the process executor) -- each must end as a failed cell
+  with the reason, never as stored numbers, and must not take healthy cells down with it.
 
 If the environment variable ``TRANSFERLAB_TOY_TRACE`` names a file, every computed cell key is
 appended to it (one line per computation), so tests can count recomputations.
@@ -15,6 +16,7 @@ appended to it (one line per computation), so tests can count recomputations.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 from collections.abc import Sequence
@@ -34,7 +36,7 @@ class ToyConfig(ExperimentConfig):
     sigma: float = Field(1.0, gt=0)
     work: int = Field(0, ge=0, description="64x64 matrix products of busy work per cell")
     sleep: float = Field(0.0, ge=0, description="seconds to sleep per cell")
-    fail: Literal["none", "raise", "nan"] = "none"
+    fail: Literal["none", "raise", "nan", "exit"] = "none"
 
 
 class ToyExperiment(Experiment):
@@ -53,6 +55,10 @@ class ToyExperiment(Experiment):
             cfg: ToyConfig = cell.config  # type: ignore[assignment]
             if cfg.fail == "raise":
                 raise RuntimeError(f"toy cell asked to fail (mu={cfg.mu})")
+            if cfg.fail == "exit":
+                if multiprocessing.parent_process() is None:
+                    raise RuntimeError("fail='exit' needs the process executor (it would end the driver)")
+                os._exit(3)
             x = cell.rng().normal(cfg.mu, cfg.sigma, size=cfg.n)
             if cfg.work:
                 _busy(cfg.work, cell.rng(stream=1))

@@ -25,10 +25,15 @@ def write_store_report(store_path: str | Path, html_path: str | Path, figures_di
         counts = store.counts()
         compute_s = store.total_seconds()
     sections: list[ReportSection] = []
-    summary: dict[str, Any] = {"experiment": f"{kind.name} (version {kind.version})", "cells ok": counts["ok"],
-                               "cells failed": counts["failed"]}
+    summary: dict[str, Any] = {"experiment": f"{kind.name} (version {kind.version})", "cells ok": len(table.rows),
+                               "cells failed": len(table.failed)}
     if counts["running"]:
         summary["cells running or interrupted"] = counts["running"]
+    older = counts["ok"] + counts["failed"] - len(table.rows) - len(table.failed)
+    if older:
+        summary["cells of older kind versions (not analyzed)"] = older
+    if len(runs) > 1:
+        summary["runs"] = f"{len(runs)} (the analysis uses every cell of the store; the spec shown is the latest)"
     if table.rows:
         results = kind.analyze(table)
         figures = kind.figures(results)

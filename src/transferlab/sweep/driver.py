@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 import uuid
 from collections import deque
@@ -25,10 +26,10 @@ from typing import Any
 from transferlab import __version__
 from transferlab.experiments import get_experiment
 from transferlab.provenance import git_commit
-from transferlab.sweep.executors import BatchResult, Executor, make_executor
+from transferlab.sweep.executors import BatchResult, Executor, check_executor, make_executor
 from transferlab.sweep.planner import iter_batches
 from transferlab.sweep.spec import PlannedCell, Spec, expand_cells
-from transferlab.sweep.store import CellOutcome, Store, claim_owner, open_store
+from transferlab.sweep.store import CLAIM_LEASE_S, CellOutcome, Store, claim_owner, open_store, renew_claims
 
 __all__ = ["ProgressEvent", "RunSummary", "run_sweep"]
 
@@ -89,7 +90,7 @@ def _outcomes(cells: Sequence[PlannedCell], result: BatchResult) -> list[CellOut
     common = dict(started=result.started, finished=result.finished, seconds=seconds, batch_cells=n, host=result.host)
     if result.error is not None:
         return [CellOutcome(p.cell.key, "failed", None, result.error, result.traceback, **common) for p in cells]
-    rows = result.rows or []
+    rows = result.rows if result.rows is not None else []
     if len(rows) != n:
         error = f"run_batch returned {len(rows)} rows for {n} cells"
         return [CellOutcome(p.cell.key, "failed", None, error, None, **common) for p in cells]
@@ -130,7 +131,9 @@ def run_sweep(
     planned = expand_cells(spec)
     store_path = Path(store) if store else spec.default_store()
     executor_name = executor or spec.run.executor
+    check_executor(executor_name)  # before the store is touched
     batch_size = batch_size or spec.run.batch_size
+    jobs = jobs or spec.run.jobs
     started = time.time()
     with open_store(store_path, create=True) as st:
         st.bind_experiment(kind.name)
@@ -141,7 +144,7 @@ def run_sweep(
         todo = [p for p in planned if known.get(p.cell.key) not in skip]
         run_id = st.start_run(
             experiment=kind.name, spec_json=json.dumps(spec.model_dump(mode="json")), spec_text=spec.text,
-            spec_path=spec.source, executor=executor_name, jobs=jobs or spec.run.jobs or 0,
+            spec_path=spec.source, executor=executor_name, jobs=jobs or 0,
             package_version=__version__, git_commit=git_commit(Path(__file__).parent), cells_total=len(planned),
         )
         log.info("%s: %d cells, %d to compute, executor %s", spec.label, len(planned), len(todo), executor_name)
@@ -149,8 +152,7 @@ def run_sweep(
             experiment=kind.name, version=kind.version, store=st, owner=claim_owner(uuid.uuid4().hex),
             run_id=run_id, force=force, retry_failed=retry_failed, total=len(todo), started=started,
             progress=progress, skipped=len(planned) - len(todo),
-            make_executor=lambda: make_executor(executor_name, jobs or spec.run.jobs,
-                                                address=address or spec.run.address,
+            make_executor=lambda: make_executor(executor_name, jobs, address=address or spec.run.address,
                                                 threads_per_worker=threads_per_worker),
         )
         status = "interrupted"
@@ -198,50 +200,75 @@ class _Dispatch:
         return [p for p in batch if p.cell.key in claimed]
 
     def run(self, batches: Iterable[list[PlannedCell]]) -> None:
-        """Dispatch every batch; ``queue`` holds ``(cells, already_claimed)`` pairs, and the cells of
-        a failed batch come back one by one, still claimed."""
+        """Dispatch every batch and commit each as it finishes.
+
+        ``queue`` holds ``(cells, already_claimed)``. A batch that raises comes back cell by cell
+        (still claimed). When a worker process dies, every batch of that pool comes back cell by
+        cell as *suspects*, and suspects run one at a time, so the cell that kills its worker fails
+        alone and its neighbours are computed normally.
+        """
         queue: deque[tuple[list[PlannedCell], bool]] = deque((b, False) for b in batches)
-        inflight: dict[Future[BatchResult], list[PlannedCell]] = {}
+        inflight: dict[Future[BatchResult], tuple[list[PlannedCell], int]] = {}
+        suspects: set[str] = set()
         token = self.owner.rsplit(":", 1)[1]
-        Store._live_tokens.add(token)
-        ex = self.make_executor()
-        window = max(2, 2 * ex.jobs)
+        heartbeat = _Heartbeat(self.store.path, self.owner)
+        ex: Executor | None = None
+        pool = 0  # generation of the executor; a broken pool is replaced once
         try:
+            Store._live_tokens.add(token)
+            heartbeat.start()
+            ex = self.make_executor()
             self._report()
             while queue or inflight:
+                window = 1 if suspects or ex.name == "serial" else 2 * ex.jobs
                 while queue and len(inflight) < window:
                     batch, already_claimed = queue.popleft()
                     cells = batch if already_claimed else self._claim(batch)
                     if cells:
-                        inflight[ex.submit(self.experiment, [p.cell for p in cells])] = cells
+                        inflight[ex.submit(self.experiment, [p.cell for p in cells])] = (cells, pool)
                 if not inflight:
                     continue
                 done, _ = wait(inflight, return_when=FIRST_COMPLETED)
                 for future in done:
-                    cells = inflight.pop(future)
+                    cells, generation = inflight.pop(future)
                     try:
                         result = future.result()
-                    except BrokenProcessPool as exc:  # a worker died (e.g. out of memory): fresh pool
-                        ex.close()
-                        ex = self.make_executor()
-                        result = _executor_failure(cells, exc)
+                    except BrokenProcessPool:
+                        if generation == pool:  # first failure seen from this pool: replace it
+                            ex.close()
+                            ex = self.make_executor()
+                            pool += 1
+                        alone = len(cells) == 1 and cells[0].cell.key in suspects
+                        if not alone:
+                            suspects.update(p.cell.key for p in cells)
+                            queue.extendleft(([p], True) for p in reversed(cells))
+                            continue
+                        result = _executor_failure(cells, "worker process died while computing this cell "
+                                                          "(crash, os._exit or out of memory)")
                     except Exception as exc:  # executor-level failure (e.g. a Ray task error)
-                        result = _executor_failure(cells, exc)
+                        result = _executor_failure(cells, f"executor error: {type(exc).__name__}: {exc}")
                     if result.error is not None and len(cells) > 1:
                         log.info("batch of %d failed (%s); retrying its cells one by one", len(cells), result.error)
                         queue.extendleft(([p], True) for p in reversed(cells))
                         continue
+                    suspects.difference_update(p.cell.key for p in cells)
                     self._commit(cells, result)
         finally:
-            ex.close()
+            heartbeat.stop()
+            if ex is not None:
+                ex.close()
             self.store.release(self.owner)
             Store._live_tokens.discard(token)
 
     def _commit(self, cells: list[PlannedCell], result: BatchResult) -> None:
         outcomes = _outcomes(cells, result)
-        self.store.commit_outcomes(outcomes, owner=self.owner, run_id=self.run_id, package_version=__version__)
+        written = self.store.commit_outcomes(outcomes, owner=self.owner, run_id=self.run_id,
+                                             package_version=__version__)
         for o in outcomes:
-            if o.status == "ok":
+            if o.key not in written:
+                self.skipped += 1
+                log.warning("cell %s: claim lost to another run (its lease expired); result discarded", o.key[:12])
+            elif o.status == "ok":
                 self.ok += 1
             else:
                 self.failed += 1
@@ -249,7 +276,31 @@ class _Dispatch:
         self._report()
 
 
-def _executor_failure(cells: Sequence[PlannedCell], exc: BaseException) -> BatchResult:
+def _executor_failure(cells: Sequence[PlannedCell], error: str) -> BatchResult:
     now = time.time()
-    return BatchResult(tuple(p.cell.key for p in cells), None, f"executor error: {type(exc).__name__}: {exc}",
-                       None, now, now, "")
+    return BatchResult(tuple(p.cell.key for p in cells), None, error, None, now, now, "")
+
+
+class _Heartbeat:
+    """Renews the lease of this driver's claims every third of the lease, from a daemon thread, so a
+    batch longer than the lease is not taken over by a run on another host."""
+
+    def __init__(self, path: Path, owner: str, period: float = CLAIM_LEASE_S / 3):
+        self._path, self._owner, self._period = path, owner, period
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="transferlab-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._period):
+            try:
+                renew_claims(self._path, self._owner)
+            except Exception as exc:  # a missed beat only shortens the lease; never kill the run
+                log.warning("could not renew claims: %s", exc)

@@ -23,7 +23,7 @@ from typing import Any
 from transferlab.errors import ConfigError
 from transferlab.experiments import Cell, get_experiment
 
-__all__ = ["BatchResult", "Executor", "make_executor", "execute_batch", "EXECUTORS"]
+__all__ = ["BatchResult", "Executor", "available_cpus", "check_executor", "make_executor", "execute_batch", "EXECUTORS"]
 
 EXECUTORS = ("serial", "process", "ray")
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -48,14 +48,26 @@ def execute_batch(experiment: str, cells: Sequence[Cell]) -> BatchResult:
     started = time.time()
     keys = tuple(c.key for c in cells)
     try:
-        rows = kind.run_batch(list(cells))
+        rows = list(kind.run_batch(list(cells)))
     except Exception as exc:  # any failure of user/kind code becomes a failed batch, never a crash
         return BatchResult(keys, None, f"{type(exc).__name__}: {exc}", traceback.format_exc(), started,
                            time.time(), socket.gethostname())
     return BatchResult(keys, rows, None, None, started, time.time(), socket.gethostname())
 
 
-def _limit_threads(threads: int) -> None:
+def _init_worker(threads: int) -> None:
+    """Process-pool worker start-up: limit threads, and exit if the driver dies (even by SIGKILL),
+    so no worker outlives its sweep."""
+    import multiprocessing
+    import threading
+
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        def watch() -> None:
+            parent.join()
+            os._exit(1)
+
+        threading.Thread(target=watch, name="transferlab-parent-watch", daemon=True).start()
     for var in _THREAD_VARS:
         os.environ[var] = str(threads)
     try:
@@ -63,6 +75,14 @@ def _limit_threads(threads: int) -> None:
     except ImportError:  # pragma: no cover - torch is a dependency
         return
     torch.set_num_threads(threads)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (affinity and cgroup-aware where the OS tells)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
 
 
 class Executor:
@@ -95,7 +115,7 @@ class ProcessExecutor(Executor):
         try:
             self._pool = ProcessPoolExecutor(
                 max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_limit_threads, initargs=(threads_per_worker,),
+                initializer=_init_worker, initargs=(threads_per_worker,),
             )
             # start every worker now, while the environment carries the thread limits
             for future in [self._pool.submit(os.getpid) for _ in range(jobs)]:
@@ -117,12 +137,11 @@ class ProcessExecutor(Executor):
 class RayExecutor(Executor):
     name = "ray"
 
-    def __init__(self, jobs: int, address: str | None = None, threads_per_worker: int = 1):
+    def __init__(self, jobs: int, address: str | None = None, threads_per_worker: int = 1,
+                 jobs_given: int | None = None):
         super().__init__(jobs)
-        try:
-            import ray
-        except ImportError:
-            raise ConfigError("the ray executor needs Ray: pip install 'transferlab[ray]'") from None
+        import ray
+
         self._ray = ray
         self._started_here = not ray.is_initialized()
         if self._started_here:
@@ -133,6 +152,8 @@ class RayExecutor(Executor):
             else:
                 kwargs.update(num_cpus=jobs, include_dashboard=False)
             ray.init(**kwargs)
+        if address and jobs_given is None:  # size the dispatch window to the cluster
+            self.jobs = max(1, int(ray.cluster_resources().get("CPU", jobs)))
         self._remote = ray.remote(num_cpus=1, max_retries=0)(execute_batch)
 
     def submit(self, experiment: str, cells: Sequence[Cell]) -> Future[BatchResult]:
@@ -143,15 +164,24 @@ class RayExecutor(Executor):
             self._ray.shutdown()
 
 
-def make_executor(name: str, jobs: int | None = None, *, address: str | None = None,
-                  threads_per_worker: int = 1) -> Executor:
-    """An executor by name; ``jobs`` defaults to the CPU count (1 for ``serial``)."""
+def check_executor(name: str) -> None:
+    """:class:`ConfigError` unless ``name`` is an executor that can run here (Ray installed for ray)."""
     if name not in EXECUTORS:
         raise ConfigError(f"unknown executor {name!r}; use one of {', '.join(EXECUTORS)}")
+    if name == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError("the ray executor needs Ray: pip install 'transferlab[ray]'")
+
+
+def make_executor(name: str, jobs: int | None = None, *, address: str | None = None,
+                  threads_per_worker: int = 1) -> Executor:
+    """An executor by name; ``jobs`` defaults to the available CPUs (with ``address``, Ray's cluster
+    CPUs; 1 for ``serial``)."""
+    check_executor(name)
     if name == "serial":
         return Executor(1)
-    jobs = jobs or os.cpu_count() or 1
     if name == "process":
-        return ProcessExecutor(jobs, threads_per_worker)
-    return RayExecutor(jobs, address, threads_per_worker)
-
+        return ProcessExecutor(jobs or available_cpus(), threads_per_worker)
+    return RayExecutor(jobs or available_cpus(), address, threads_per_worker, jobs_given=jobs)

@@ -64,7 +64,7 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     experiment: str
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     replicates: int = Field(1, ge=1)
     name: str | None = None
     description: str | None = None
@@ -84,7 +84,7 @@ class Spec(BaseModel):
         return {name: parse_axis(value, f"{self.label}: grid.{name}") for name, value in self.grid.items()}
 
     def default_store(self) -> Path:
-        """``run.store`` if given, else ``<spec stem>.db`` beside the working directory."""
+        """``run.store`` if given, else ``<spec stem>.db`` in the working directory."""
         if self.run.store:
             return Path(self.run.store)
         stem = Path(self.source).stem if self.source else (self.name or self.experiment)
@@ -154,10 +154,12 @@ def _apply_override(raw: dict[str, Any], assignment: str, label: str) -> None:
     path, sep, text = assignment.partition("=")
     if not sep or not path.strip():
         raise ConfigError(f"{label}: --set {assignment!r}: expected KEY=VALUE, e.g. params.d=200")
-    try:
-        value = tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = text
+    value: Any = text
+    if not text.strip().isalpha():  # bare words (nan, inf, true, names) stay strings; the kind's
+        try:                        # config coerces "true" or "inf" where a bool or float is wanted
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            pass
     keys = [k.strip() for k in path.split(".")]
     node = raw
     for k in keys[:-1]:
@@ -172,9 +174,11 @@ def spec_from_dict(raw: Mapping[str, Any], *, source: str | None = None, text: s
                    overrides: Sequence[str] = ()) -> Spec:
     """Validate a raw spec mapping (plus ``--set`` overrides) into a :class:`Spec`."""
     label = Path(source).name if source else "<spec>"
+    _check_plain(raw, label, "")
     data = json.loads(json.dumps(raw))  # deep copy of plain data
     for assignment in overrides:
         _apply_override(data, assignment, label)
+    _check_plain(data, label, "")
     try:
         spec = Spec.model_validate({**data, "source": source, "text": text})
     except ValidationError as exc:
@@ -182,6 +186,21 @@ def spec_from_dict(raw: Mapping[str, Any], *, source: str | None = None, text: s
     get_experiment(spec.experiment)  # unknown kind -> ConfigError naming the known ones
     spec.axes()  # malformed axes -> ConfigError now, not later
     return spec
+
+
+def _check_plain(value: Any, label: str, where: str) -> None:
+    """Spec values must be finite numbers, strings, booleans, lists and tables (no dates, NaN, inf)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_plain(item, label, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check_plain(item, label, where)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{label}: {where}: non-finite value {value} is not allowed in a spec")
+    elif value is not None and not isinstance(value, (str, int, float, bool)):
+        raise ConfigError(f"{label}: {where}: unsupported value {value!r} ({type(value).__name__}); "
+                          "use numbers, strings, booleans, lists or tables")
 
 
 def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> Spec:
@@ -234,6 +253,7 @@ def expand_cells(spec: Spec) -> list[PlannedCell]:
     origin = {**{k: "params" for k in spec.params}, **{k: "grid" for k in axes}}
     names = list(axes)
     planned: list[PlannedCell] = []
+    seen: dict[str, dict[str, Any]] = {}
     for point in itertools.product(*axes.values()):
         values = {**spec.params, **dict(zip(names, point))}
         try:
@@ -241,6 +261,11 @@ def expand_cells(spec: Spec) -> list[PlannedCell]:
         except ValidationError as exc:
             raise ConfigError(_describe(exc, spec.label, prefix="params.", origin=origin)) from None
         config_json = config.model_dump(mode="json")
+        canonical = json.dumps(config_json, sort_keys=True)
+        if canonical in seen:  # each product point is visited once, so a repeat is a duplicate value
+            raise ConfigError(f"{spec.label}: grid points {seen[canonical]} and {dict(zip(names, point))} are the "
+                              "same cell; remove the duplicate axis value")
+        seen[canonical] = dict(zip(names, point))
         for replicate in range(spec.replicates):
             key = cell_key(kind, config_json, spec.seed, replicate)
             planned.append(PlannedCell(Cell(key, config, spec.seed, replicate), config_json))

@@ -5,15 +5,16 @@ Tables:
 - ``meta``: ``format = transferlab-store``, ``schema``, ``experiment`` -- identifies the file.
 - ``runs``: one row per ``transferlab run``: spec (JSON and text), executor, host, versions, times.
 - ``cells``: one row per cell key (the primary key, so a cell can never appear twice): config,
-  status (``ok`` | ``failed`` | ``running``), result JSON, error text and traceback, timings, host,
-  package version, run id, attempts, and the claim (``claimed_by``, ``claim_expires``) of the driver
-  computing it.
+  status (``ok`` | ``failed`` | ``running`` = never finished), result JSON, error text and traceback,
+  timings, host, package version, run id, attempts, and the claim (``claimed_by``,
+  ``claim_expires``) of the driver computing it. A claim never changes a cell's status, so an
+  interrupted ``--force`` leaves finished cells as they were.
 
 Crash safety: each finished batch is committed in one transaction, so a killed sweep loses at most
 the batches in flight, and a committed cell is never recomputed on resume. Concurrency: before a
 batch is dispatched the driver *claims* its cells in a write transaction; another driver skips
-cells claimed by a live owner (same host: its process exists; other host: the claim has not
-expired), so two runs on one store neither duplicate nor corrupt. ``synchronous=NORMAL`` in WAL mode
+cells claimed by a live owner (same host: its process exists; other host: the lease, renewed by
+the owner's heartbeat, has not expired), so two runs on one store neither duplicate nor corrupt. ``synchronous=NORMAL`` in WAL mode
 is safe against process crashes (a power cut may lose the last commits, never corrupt the file).
 """
 
@@ -32,7 +33,7 @@ from typing import Any
 
 from transferlab.errors import StoreError
 
-__all__ = ["Store", "StoredCell", "CellOutcome", "open_store", "claim_owner"]
+__all__ = ["Store", "StoredCell", "CellOutcome", "open_store", "claim_owner", "renew_claims"]
 
 FORMAT = "transferlab-store"
 SCHEMA = "1"
@@ -67,6 +68,9 @@ def claim_owner(token: str) -> str:
 
 
 def _owner_alive(owner: str | None, expires: float | None, now: float, own_pid_tokens: frozenset[str]) -> bool:
+    """Whether the driver that wrote ``owner`` may still be computing: on this host, its process
+    exists (or, in this process, its run is still going); on another host, its lease (renewed by a
+    heartbeat) has not expired."""
     if not owner:
         return False
     host, _, rest = owner.partition(":")
@@ -85,7 +89,7 @@ def _owner_alive(owner: str | None, expires: float | None, now: float, own_pid_t
         return False
     except PermissionError:
         return True
-    return expires is not None and expires > now
+    return True
 
 
 @dataclass(frozen=True)
@@ -218,8 +222,8 @@ class Store:
         """Claim the given cells for ``owner``; return the keys actually claimed.
 
         ``cells`` holds ``(key, seed, replicate, experiment, version, config_json)``. A cell is
-        skipped when it is ``ok`` (unless ``force``), ``failed`` (unless ``retry_failed`` or
-        ``force``), or ``running`` under another live owner.
+        skipped when another live owner holds it, when it is ``ok`` (unless ``force``), or when it is
+        ``failed`` (unless ``retry_failed`` or ``force``). New cells get status ``running``.
         """
         now = time.time()
         own = frozenset(self._live_tokens)
@@ -231,31 +235,32 @@ class Store:
                 ).fetchone()
                 if row is not None:
                     status, by, expires = row
+                    if by and by != owner and _owner_alive(by, expires, now, own):
+                        continue
                     if status == "ok" and not force:
                         continue
                     if status == "failed" and not (retry_failed or force):
                         continue
-                    if status == "running" and by != owner and _owner_alive(by, expires, now, own):
-                        continue
-                conn.execute(
-                    "INSERT INTO cells (key, experiment, version, seed, replicate, config, status, run_id,"
-                    " package_version, claimed_by, claim_expires) VALUES (?,?,?,?,?,?,'running',?,?,?,?)"
-                    " ON CONFLICT(key) DO UPDATE SET status = 'running', run_id = excluded.run_id,"
-                    " claimed_by = excluded.claimed_by, claim_expires = excluded.claim_expires",
-                    (key, experiment, version, seed, replicate, config_json, run_id, package_version, owner,
-                     now + CLAIM_LEASE_S),
-                )
+                    conn.execute("UPDATE cells SET claimed_by = ?, claim_expires = ? WHERE key = ?",
+                                 (owner, now + CLAIM_LEASE_S, key))
+                else:
+                    conn.execute(
+                        "INSERT INTO cells (key, experiment, version, seed, replicate, config, status, run_id,"
+                        " package_version, claimed_by, claim_expires) VALUES (?,?,?,?,?,?,'running',?,?,?,?)",
+                        (key, experiment, version, seed, replicate, config_json, run_id, package_version, owner,
+                         now + CLAIM_LEASE_S),
+                    )
                 claimed.append(key)
         return claimed
 
     def commit_outcomes(self, outcomes: Sequence[CellOutcome], *, owner: str, run_id: int,
-                        package_version: str) -> int:
-        """Write finished cells in one transaction; return how many were written.
+                        package_version: str) -> set[str]:
+        """Write finished cells in one transaction; return the keys written.
 
         Only rows still claimed by ``owner`` are written, so a driver whose claim was taken over
         (after its lease expired) cannot overwrite another's result.
         """
-        written = 0
+        written: set[str] = set()
         with self._write() as conn:
             for o in outcomes:
                 cur = conn.execute(
@@ -267,18 +272,17 @@ class Store:
                      o.traceback, o.started, o.finished, o.seconds, o.batch_cells, o.host, package_version, run_id,
                      o.key, owner),
                 )
-                written += cur.rowcount
-            conn.execute(
-                "UPDATE cells SET claim_expires = ? WHERE claimed_by = ?", (time.time() + CLAIM_LEASE_S, owner)
-            )
+                if cur.rowcount:
+                    written.add(o.key)
         return written
 
     def release(self, owner: str) -> None:
-        """Drop the claims of ``owner`` that never finished: such cells are deleted if they were new,
-        or keep status 'running' without owner (reclaimable) otherwise."""
+        """Drop the claims of ``owner``: cells it created and never finished are deleted, every
+        other cell keeps its status."""
         with self._write() as conn:
             conn.execute("DELETE FROM cells WHERE claimed_by = ? AND attempts = 0", (owner,))
             conn.execute("UPDATE cells SET claimed_by = NULL, claim_expires = NULL WHERE claimed_by = ?", (owner,))
+
 
     def cells(self, status: str | None = None) -> list[StoredCell]:
         sql = ("SELECT key, version, replicate, config, status, result, error, seconds, host, run_id, attempts"
@@ -300,6 +304,17 @@ class Store:
         return float(self._conn.execute("SELECT COALESCE(SUM(seconds), 0) FROM cells").fetchone()[0])
 
 
+def renew_claims(path: Path, owner: str) -> None:
+    """Extend the lease of every claim of ``owner`` (called from the driver's heartbeat thread,
+    on its own connection)."""
+    conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout = 60000")
+        conn.execute("UPDATE cells SET claim_expires = ? WHERE claimed_by = ?", (time.time() + CLAIM_LEASE_S, owner))
+    finally:
+        conn.close()
+
+
 def open_store(path: str | Path, *, create: bool = False) -> Store:
     """Open (or with ``create``, create) a store; :class:`StoreError` for a missing, unreadable or
     foreign file -- never a traceback, and a foreign file is never written to."""
@@ -309,6 +324,8 @@ def open_store(path: str | Path, *, create: bool = False) -> Store:
         raise StoreError(f"{path}: no such store")
     if exists and path.is_dir():
         raise StoreError(f"{path}: is a directory, not a store")
+    if not path.parent.is_dir():
+        raise StoreError(f"{path}: the directory {path.parent} does not exist")
     try:
         conn = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 60000")

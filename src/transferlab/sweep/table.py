@@ -29,7 +29,7 @@ def load_table(store: Store) -> tuple[Experiment, ResultTable]:
     spec_json, _ = store.latest_spec()
     rows: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
-    for cell in store.cells():
+    for cell in sorted(store.cells(), key=lambda c: c.key):  # a fixed order, whatever the run history
         if cell.version != kind.version:
             continue
         if cell.status == "ok" and cell.result is not None:
@@ -39,12 +39,18 @@ def load_table(store: Store) -> tuple[Experiment, ResultTable]:
     return kind, ResultTable(rows=rows, failed=failed, params=spec_json.get("params", {}))
 
 
+_RESERVED = ("key", "status", "replicate", "error", "seconds", "host", "run_id")
+
+
 def _flat_records(store: Store) -> list[dict[str, Any]]:
+    """One flat dict per cell; a config or result field named like a reserved column is prefixed
+    ``config.`` or ``result.`` instead of overwriting it."""
     records = []
     for cell in store.cells():
         record: dict[str, Any] = {"key": cell.key, "status": cell.status, "replicate": cell.replicate}
-        record.update(cell.config)
-        record.update(cell.result or {})
+        for prefix, fields in (("config.", cell.config), ("result.", cell.result or {})):
+            for name, value in fields.items():
+                record[prefix + name if name in _RESERVED or name in record else name] = value
         record.update({"error": cell.error, "seconds": cell.seconds, "host": cell.host, "run_id": cell.run_id})
         records.append(record)
     return records
@@ -57,6 +63,8 @@ def export_store(store_path: str | Path, fmt: str, out: str | Path) -> Path:
     with open_store(store_path) as store:
         records = _flat_records(store)
     out = Path(out)
+    if not out.parent.is_dir():
+        raise ConfigError(f"{out}: the directory {out.parent} does not exist")
     columns: list[str] = []
     for record in records:
         columns.extend(c for c in record if c not in columns)
