@@ -16,6 +16,7 @@ __all__ = ["app", "main"]
 _COMMAND_MODULES = (
     "transferlab.cli.sweep_commands",
     "transferlab.cli.measure",
+    "transferlab.cli.reproduce",
     "transferlab.cli.fit",
 )
 

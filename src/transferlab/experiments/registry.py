@@ -17,6 +17,7 @@ __all__ = ["register", "get_experiment", "available_experiments"]
 # name -> "module:Class"; imported only when asked for, so listing kinds stays cheap.
 _BUILTIN: dict[str, str] = {
     "toy": "transferlab.experiments.toy:ToyExperiment",
+    "fate": "transferlab.experiments.fate:FateExperiment",
 }
 _REGISTERED: dict[str, type[Experiment]] = {}
 

@@ -1,0 +1,567 @@
+"""``fate``: transferability phase diagrams of deep linear networks ("Features are fate", paper 1).
+
+One cell is one point ``(theta, gamma, sigma)`` of the paper's grid with ``instances`` independent
+target data draws. ``mode`` chooses what a cell computes:
+
+- ``"theory"``: the closed forms of :mod:`transferlab.theory.fate`, exact at the cell's finite
+  ``d`` (scratch: inverse-Wishart mean; linear transfer: exact ridge probe at ``n``; fine-tuning: the
+  balancedness-corrected form, which equals eq. 15 at ``sigma = 0``). A cell with ``|n - d| <= 1``
+  has no finite theory and fails with that reason.
+- ``"simulate"``: gradient-descent-trained deep linear networks, :func:`transferlab.protocols.simulate_fate`.
+- ``"both"``: the simulation plus the theory of the same cell (theory omitted, with a note, where it
+  does not exist).
+
+Rows (flat): ``risk_<protocol>`` (mean over instances) and ``risk_<protocol>_instances`` (the list)
+for simulations; ``theory_risk_<protocol>``, ``theory_T_<transfer>`` (and ``theory_T_finetune_eq15``)
+for theory. :meth:`FateExperiment.analyze` pools replicates, forms ``T = R_sc - R_tx`` per instance
+(paired: the protocols share each instance's data) with standard errors, and measures agreement with
+theory away from the interpolation spike (``|n/d - 1| >= 0.05``, science.md 1.9): the signed mean of
+``sim - theory`` over cells with its pooled standard error (the per-cell risks are skewed, so with
+few instances a per-cell "within 2 SE" count is only indicative). As in the authors' code, the
+instances of a cell share the teachers, the init and the pretrained network (one source sample for a
+finite source), so standard errors measure target-data variability only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import ConfigDict, Field, model_validator
+
+from transferlab.errors import ConfigError
+from transferlab.experiments.base import Cell, Experiment, ExperimentConfig, Results, ResultTable
+from transferlab.theory import fate as theory
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["PROTOCOLS", "FateConfig", "FateExperiment"]
+
+Protocol = Literal["scratch", "linear_transfer", "finetune"]
+PROTOCOLS: tuple[Protocol, ...] = ("scratch", "linear_transfer", "finetune")
+_TRANSFERS: tuple[Protocol, ...] = ("linear_transfer", "finetune")
+_SHORT = {"scratch": "sc", "linear_transfer": "lt", "finetune": "ft"}
+_LONG = {v: k for k, v in _SHORT.items()}
+#: Cells with |n/d - 1| below this are left out of agreement statistics (the noisy spike, science.md 1.9).
+SPIKE_HALF_WIDTH = 0.05
+#: The paper's slice angles (Fig. 1c).
+SLICE_THETAS = (math.pi / 8, math.pi / 4, 3 * math.pi / 8)
+_FIELDS_OF_SETTING = ("d", "layers", "sigma", "ridge", "source_gamma", "source_sigma", "mode", "init_scale")
+
+
+class FateConfig(ExperimentConfig):
+    """One cell of the ``fate`` experiment. Angles in radians (a spec's ``unit = "pi/2"`` converts)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    theta: float = Field(description="source-target angle, radians")
+    gamma: float = Field(gt=0, description="target sample ratio; n = round(gamma d)")
+    sigma: float = Field(0.2, ge=0, description="target label-noise std")
+    d: int = Field(100, ge=3, description="input dimension = width")
+    layers: int = Field(2, ge=2, description="depth L")
+    instances: int = Field(20, ge=1, description="target data draws per cell")
+    protocols: tuple[Protocol, ...] = Field(PROTOCOLS, min_length=1, description="protocols to run")
+    mode: Literal["theory", "simulate", "both"] = Field("both", description="closed forms, GD, or both")
+    ridge: float = Field(0.1, ge=0, description="lambda of the linear-transfer probe")
+    init_scale: float = Field(1e-3, gt=0, description="init scale alpha")
+    source_gamma: float | None = Field(None, gt=0, description="n_s/d of a finite source; None = population")
+    source_sigma: float = Field(0.0, ge=0, description="source label-noise std (finite source only)")
+    lr: float | None = Field(None, gt=0, description="GD step size; None = per-instance automatic")
+    max_steps: int = Field(20_000, ge=1, description="most GD steps per training phase")
+    tol: float = Field(1e-6, gt=0, description="stop at least-squares minimum + tol")
+    weight_decay: float = Field(0.0, ge=0, description="weight decay of scratch training")
+    rank: int | None = Field(None, ge=1, description="rank truncation of the frozen features")
+    dtype: Literal["float64", "float32"] = Field("float64", description="training precision")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FateConfig:
+        if len(set(self.protocols)) != len(self.protocols):
+            raise ValueError(f"protocols must not repeat, got {self.protocols}")
+        if self.source_gamma is None and self.source_sigma != 0:
+            raise ValueError("source_sigma needs a finite source (set source_gamma)")
+        if self.n < 1 or (self.source_n is not None and self.source_n < 1):
+            raise ValueError("gamma d and source_gamma d must round to at least one sample")
+        return self
+
+    @property
+    def n(self) -> int:
+        """Target sample size ``round(gamma d)``."""
+        return round(self.gamma * self.d)
+
+    @property
+    def source_n(self) -> int | None:
+        """Source sample size ``round(source_gamma d)``, or None for population pretraining."""
+        return None if self.source_gamma is None else round(self.source_gamma * self.d)
+
+
+class FateExperiment(Experiment):
+    name = "fate"
+    version = "1"
+    Config = FateConfig
+    description = "Features are fate: scratch vs linear transfer vs fine-tuning of deep linear nets."
+
+    def batch_key(self, config: FateConfig) -> Hashable:  # type: ignore[override]
+        """Theory cells batch together; simulated cells batch by everything but ``(theta, sigma)``."""
+        if config.mode == "theory":
+            return ("theory",)
+        fields = config.model_dump(exclude={"theta", "sigma", "gamma"})
+        return ("simulate", config.n, *sorted((k, _hashable(v)) for k, v in fields.items()))
+
+    def run_batch(self, cells: Sequence[Cell]) -> list[dict[str, Any]]:
+        configs: list[FateConfig] = [c.config for c in cells]  # type: ignore[misc]
+        rows: list[dict[str, Any]] = [{"n": cfg.n} for cfg in configs]
+        if configs[0].mode != "theory":
+            for row, sim in zip(rows, _simulate(cells, configs)):
+                row.update(sim)
+        for row, cfg in zip(rows, configs):
+            if cfg.mode == "simulate":
+                continue
+            try:
+                row.update(cell_theory(cfg))
+            except ConfigError as exc:
+                if cfg.mode == "theory":
+                    raise
+                row["theory_note"] = f"no finite-size theory: {exc}"
+        return rows
+
+    def analyze(self, table: ResultTable) -> Results:
+        settings = [_analyze_setting(rows) for rows in table.group_by(*_FIELDS_OF_SETTING).values()]
+        cell_rows = [r for s in settings for r in s["table"]]
+        agreement = [r for s in settings for r in s["agreement"]]
+        summary: dict[str, Any] = {"cells": len(table.rows), "settings": len(settings)}
+        sim_widths = sorted({s["d"] for s in settings if s["has_sim"]})
+        if sim_widths:
+            summary["simulation width d"] = ", ".join(map(str, sim_widths))
+        for row in agreement:
+            summary[f"agreement {row['setting']} {row['quantity']}"] = (
+                f"sim - theory = {row['mean_diff']:+.4f} ± {row['mean_diff_se']:.4f} averaged over {row['cells']} cells; "
+                f"mean |sim - theory| {row['mean_abs_diff']:.3f}; {row['within_2se']:.0%} of cells within 2 SE"
+            )
+        tables = {"cells": cell_rows}
+        if agreement:
+            tables["agreement with theory (|n/d - 1| >= 0.05)"] = agreement
+        return Results(tables=tables, summary=summary, data={"settings": settings})
+
+    def figures(self, results: Results) -> dict[str, Figure]:
+        figs: dict[str, Figure] = {}
+        settings = results.data.get("settings", [])
+        for s in settings:
+            suffix = "" if len(settings) == 1 else f"_{s['label']}"
+            transfers = [tx for tx in _TRANSFERS if f"T_{_SHORT[tx]}" in s["grids"]]
+            for tx in transfers:
+                figs[f"fate_phase_{_SHORT[tx]}{suffix}"] = _phase_figure(s, tx)
+            if transfers:
+                figs[f"fate_slices{suffix}"] = _slices_figure(s)
+            if s["has_sim"] and s["has_theory"]:
+                figs[f"fate_agreement{suffix}"] = _agreement_figure(s)
+        figs["fate_ridge"] = _ridge_figure()
+        figs["fate_finite_source"] = _finite_source_figure()
+        figs["fate_divergence"] = _divergence_figure()
+        return figs
+
+
+def _hashable(value: Any) -> Hashable:
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+# --------------------------------------------------------------------------------------------------
+# computing cells
+
+
+def cell_theory(cfg: FateConfig) -> dict[str, float]:
+    """Closed-form expected risks and transferabilities of one cell, exact at its finite ``d``.
+
+    Scratch: :func:`~transferlab.theory.fate.scratch_risk` at ``n/d``. Linear transfer: the exact
+    ridge probe (:func:`~transferlab.theory.fate.linear_transfer_risk`, or its finite-source form).
+    Fine-tuning: ``R_sc - T_ft`` with the balancedness-corrected ``T_ft`` (population source) or the
+    finite-source ``T_ft`` (App. C). Raises :class:`ConfigError` where no finite theory exists.
+    """
+    gamma, d = cfg.n / cfg.d, cfg.d
+    r_sc = float(theory.scratch_risk(gamma, cfg.sigma, d))
+    out: dict[str, float] = {}
+    if cfg.source_n is None:
+        r_lt = theory.linear_transfer_risk(cfg.theta, cfg.n, cfg.sigma, cfg.ridge)
+        t_ft = theory.finetune_transferability_corrected(cfg.theta, gamma, cfg.sigma, d, cfg.layers)
+        if "finetune" in cfg.protocols:
+            out["theory_T_finetune_eq15"] = float(theory.finetune_transferability(cfg.theta, gamma))
+    else:
+        gamma_s = cfg.source_n / d
+        r_lt = theory.linear_transfer_risk_finite_source(
+            cfg.theta, cfg.n, cfg.sigma, gamma_s, cfg.source_sigma, cfg.ridge, cfg.layers
+        )
+        t_ft = theory.finetune_transferability_finite_source(cfg.theta, gamma, gamma_s, cfg.source_sigma, d)
+    risks = {"scratch": r_sc, "linear_transfer": float(r_lt), "finetune": r_sc - float(t_ft)}
+    for p in cfg.protocols:
+        out[f"theory_risk_{p}"] = risks[p]
+        if p != "scratch":
+            out[f"theory_T_{p}"] = r_sc - risks[p]
+    return out
+
+
+def _simulate(cells: Sequence[Cell], configs: Sequence[FateConfig]) -> list[dict[str, Any]]:
+    """GD simulation of a batch of cells of equal shape; per cell the mean and per-instance risks."""
+    import torch
+
+    from transferlab.protocols import simulate_fate
+
+    cfg = configs[0]
+    risks = simulate_fate(
+        d=cfg.d,
+        n=cfg.n,
+        layers=cfg.layers,
+        thetas=np.array([c.theta for c in configs]),
+        sigmas=np.array([c.sigma for c in configs]),
+        instances=cfg.instances,
+        protocols=cfg.protocols,
+        generators=[cell.torch_generator() for cell in cells],
+        source_n=cfg.source_n,
+        source_sigma=cfg.source_sigma,
+        init_scale=cfg.init_scale,
+        ridge=cfg.ridge,
+        dtype=torch.float64 if cfg.dtype == "float64" else torch.float32,
+        lr=cfg.lr,
+        max_steps=cfg.max_steps,
+        tol=cfg.tol,
+        weight_decay=cfg.weight_decay,
+        rank=cfg.rank,
+    )
+    rows: list[dict[str, Any]] = [{} for _ in cells]
+    for p, values in risks.items():
+        for row, per_instance in zip(rows, np.asarray(values, dtype=np.float64)):
+            row[f"risk_{p}"] = float(per_instance.mean())
+            row[f"risk_{p}_instances"] = [float(v) for v in per_instance]
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# analysis
+
+
+def _mean_se(values: np.ndarray) -> tuple[float, float | None]:
+    """Mean and standard error (None with a single value) of a 1-D array."""
+    se = float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else None
+    return float(values.mean()), se
+
+
+def _analyze_setting(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Grids over (theta, gamma), the per-cell table and the agreement rows of one setting.
+
+    A setting is a group of rows equal in every field but ``theta`` and ``gamma`` (and the training
+    knobs). Grids are float arrays of shape ``(n_theta, n_gamma)``, NaN where a cell is missing.
+    """
+    first = rows[0]
+    protocols = [p for p in PROTOCOLS if any(f"risk_{p}" in r or f"theory_risk_{p}" in r for r in rows)]
+    thetas = np.array(sorted({r["theta"] for r in rows}))
+    gammas = np.array(sorted({r["gamma"] for r in rows}))
+    label = f"{first['mode']}_sigma{first['sigma']:g}_d{first['d']}" + (
+        "" if first["source_gamma"] is None else f"_src{first['source_gamma']:g}"
+    )
+    quantities = [f"risk_{p}" for p in protocols] + [
+        f"T_{_SHORT[tx]}" for tx in _TRANSFERS if tx in protocols and "scratch" in protocols
+    ]
+    grids = {f"{q}{part}": np.full((thetas.size, gammas.size), np.nan) for q in quantities for part in ("", "_se", "_theory")}
+    grids["n"] = np.full((thetas.size, gammas.size), np.nan)
+    table: list[dict[str, Any]] = []
+    has_sim = any(f"risk_{p}" in r for r in rows for p in protocols)
+    has_theory = any(k.startswith("theory_risk_") for r in rows for k in r)
+    for (theta, gamma), group in _group(rows, ("theta", "gamma")).items():
+        i, j = int(np.searchsorted(thetas, theta)), int(np.searchsorted(gammas, gamma))
+        grids["n"][i, j] = group[0]["n"]
+        out: dict[str, Any] = {"theta_deg": round(math.degrees(theta), 4), "gamma": gamma, "n": group[0]["n"]}
+        per_instance: dict[str, np.ndarray] = {}
+        for p in protocols:
+            lists = [r[f"risk_{p}_instances"] for r in group if f"risk_{p}_instances" in r]
+            if lists:
+                per_instance[p] = np.concatenate([np.asarray(v, dtype=np.float64) for v in lists])
+        estimates = {f"risk_{p}": per_instance[p] for p in per_instance}
+        for tx in _TRANSFERS:
+            if tx in per_instance and "scratch" in per_instance:
+                estimates[f"T_{_SHORT[tx]}"] = per_instance["scratch"] - per_instance[tx]
+        for q, values in estimates.items():
+            mean, se = _mean_se(values)
+            grids[q][i, j] = mean
+            out[q] = mean
+            if se is not None:
+                grids[f"{q}_se"][i, j] = se
+                out[f"{q}_se"] = se
+        th = group[0]
+        for q in quantities:
+            key = f"theory_{q}" if q.startswith("risk_") else f"theory_T_{_LONG[q[2:]]}"
+            if key in th:
+                grids[f"{q}_theory"][i, j] = th[key]
+                out[f"{q}_theory"] = th[key]
+        if "theory_T_finetune_eq15" in th:
+            out["T_ft_eq15"] = th["theory_T_finetune_eq15"]
+        if "theory_note" in th:
+            out["note"] = th["theory_note"]
+        table.append(out)
+    agreement = []
+    if has_sim and has_theory:
+        away = np.abs(grids["n"] / first["d"] - 1.0) >= SPIKE_HALF_WIDTH
+        for q in quantities:
+            sim, se, th = grids[q], grids[f"{q}_se"], grids[f"{q}_theory"]
+            ok = away & np.isfinite(sim) & np.isfinite(th) & np.isfinite(se) & (se > 0)
+            if not ok.any():
+                continue
+            diff, z = sim[ok] - th[ok], (sim[ok] - th[ok]) / se[ok]
+            pooled_se = float(np.sqrt(np.sum(se[ok] ** 2)) / diff.size)
+            agreement.append(
+                {
+                    "setting": label,
+                    "quantity": q,
+                    "cells": int(ok.sum()),
+                    "mean_diff": float(diff.mean()),
+                    "mean_diff_se": pooled_se,
+                    "pooled_z": float(diff.mean() / pooled_se),
+                    "mean_abs_diff": float(np.mean(np.abs(diff))),
+                    "max_abs_diff": float(np.max(np.abs(diff))),
+                    "within_2se": float(np.mean(np.abs(z) <= 2.0)),
+                }
+            )
+    setting = {k: first[k] for k in _FIELDS_OF_SETTING}
+    setting.update(
+        label=label, protocols=protocols, thetas=thetas, gammas=gammas, grids=grids, table=table,
+        agreement=agreement, has_sim=has_sim, has_theory=has_theory,
+    )
+    return setting
+
+
+def _group(rows: list[dict[str, Any]], names: tuple[str, ...]) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+    return ResultTable(rows).group_by(*names)
+
+
+# --------------------------------------------------------------------------------------------------
+# figures
+
+
+def _fine_theory(setting: dict[str, Any], tx: Protocol, thetas: np.ndarray, gammas: np.ndarray) -> np.ndarray:
+    """Theory ``T_tx`` on a fine ``(theta, gamma)`` grid at the setting's ``d`` (exact finite size),
+    masked (NaN) where it does not exist (``|n - d| <= 1``, or ``n <= 2`` for an unregularised probe).
+
+    Returns shape ``(thetas.size, gammas.size)``.
+    """
+    d, sigma, ridge, layers = setting["d"], setting["sigma"], setting["ridge"], setting["layers"]
+    gamma_s, sigma_s = setting["source_gamma"], setting["source_sigma"]
+    n = gammas * d
+    valid = (np.abs(n - d) > 1) & ((n > 2) | (ridge > 0))
+    out = np.full((thetas.size, gammas.size), np.nan)
+    g, th = gammas[valid], thetas[:, None]
+    if tx == "linear_transfer":
+        if gamma_s is None:
+            r_lt = theory.linear_transfer_risk(th, g * d, sigma, ridge)
+        else:
+            r_lt = theory.linear_transfer_risk_finite_source(
+                th, g * d, sigma, round(gamma_s * d) / d, sigma_s, ridge, layers
+            )
+        out[:, valid] = theory.scratch_risk(g, sigma, d) - r_lt
+    elif gamma_s is None:
+        out[:, valid] = theory.finetune_transferability_corrected(th, g, sigma, d, layers)
+    else:
+        out[:, valid] = theory.finetune_transferability_finite_source(th, g, round(gamma_s * d) / d, sigma_s, d)
+    return out
+
+
+def _fine_axes(setting: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    thetas, gammas = setting["thetas"], setting["gammas"]
+    lo, hi = (thetas.min(), thetas.max()) if thetas.size > 1 else (0.0, math.pi / 2)
+    glo, ghi = (gammas.min(), gammas.max()) if gammas.size > 1 else (0.05, 2.0)
+    return np.linspace(lo, hi, 121), np.linspace(glo, ghi, 241)
+
+
+def _norm(values: np.ndarray) -> Any:
+    """A diverging norm centred on 0; the positive side is capped at 1 so the spike at gamma = 1
+    does not wash out the map."""
+    from matplotlib.colors import TwoSlopeNorm
+
+    finite = values[np.isfinite(values)]
+    vmin = min(-1e-3, float(finite.min())) if finite.size else -1.0
+    vmax = max(1e-3, min(1.0, float(finite.max()))) if finite.size else 1.0
+    return TwoSlopeNorm(vmin=vmin, vcenter=0.0, vmax=vmax)
+
+
+def _draw_map(ax: Axes, gammas: np.ndarray, thetas: np.ndarray, values: np.ndarray, norm: Any) -> Any:
+    mesh = ax.pcolormesh(gammas, np.degrees(thetas), np.ma.masked_invalid(values), cmap="RdBu_r", norm=norm,
+                         shading="nearest", rasterized=True)
+    ax.set_xlabel(r"$\gamma = n/d$")
+    ax.set_ylabel(r"$\theta$ (degrees)")
+    return mesh
+
+
+def _zero_contour(ax: Axes, gammas: np.ndarray, thetas: np.ndarray, values: np.ndarray, **style: Any) -> None:
+    masked = np.ma.masked_invalid(values)
+    if values.shape[0] > 1 and values.shape[1] > 1 and masked.count() and masked.min() < 0 < masked.max():
+        ax.contour(gammas, np.degrees(thetas), masked, levels=[0.0], **style)
+
+
+def _phase_figure(setting: dict[str, Any], tx: Protocol) -> Figure:
+    """Left: ``T_tx`` at the sweep's cells (simulation if present, else theory) with the theory zero
+    contour over it; right: theory on a fine grid. Diverging map centred on 0."""
+    from matplotlib.figure import Figure
+
+    q = f"T_{_SHORT[tx]}"
+    grids = setting["grids"]
+    observed = grids[q] if setting["has_sim"] else grids[f"{q}_theory"]
+    fine_t, fine_g = _fine_axes(setting)
+    fine = _fine_theory(setting, tx, fine_t, fine_g)
+    norm = _norm(np.concatenate([observed[np.isfinite(observed)], fine[np.isfinite(fine)]]))
+    fig = Figure(figsize=(11, 4.3), layout="constrained")
+    left, right = fig.subplots(1, 2, sharey=True)
+    mesh = _draw_map(left, setting["gammas"], setting["thetas"], observed, norm)
+    _zero_contour(left, setting["gammas"], setting["thetas"], observed, colors="0.2", linewidths=1.0)
+    _zero_contour(left, fine_g, fine_t, fine, colors="k", linewidths=1.6, linestyles="--")
+    what = f"simulation, d = {setting['d']}" if setting["has_sim"] else f"theory at the cells, d = {setting['d']}"
+    left.set_title(f"{q}: {what}\n(dashed: theory T = 0)")
+    _draw_map(right, fine_g, fine_t, fine, norm)
+    _zero_contour(right, fine_g, fine_t, fine, colors="k", linewidths=1.6, linestyles="--")
+    if tx == "finetune" and setting["source_gamma"] is None:
+        for ax in (left, right):
+            ax.axhline(60.0, color="0.4", lw=0.8, ls=":")
+    right.set_title(f"{q}: theory (exact at d = {setting['d']})")
+    fig.colorbar(mesh, ax=[left, right], label=f"{q} = R_sc - R_{_SHORT[tx]}  (> 0: transfer helps)")
+    fig.suptitle(_setting_title(setting))
+    return fig
+
+
+def _setting_title(setting: dict[str, Any]) -> str:
+    source = "population source" if setting["source_gamma"] is None else (
+        f"finite source gamma_s = {setting['source_gamma']:g}, sigma_s = {setting['source_sigma']:g}"
+    )
+    return f"sigma = {setting['sigma']:g}, L = {setting['layers']}, ridge = {setting['ridge']:g}, {source}"
+
+
+def _slices_figure(setting: dict[str, Any]) -> Figure:
+    """``T_lt`` and ``T_ft`` against ``gamma`` at the grid angles nearest pi/8, pi/4, 3pi/8 (Fig. 1c):
+    theory curves and simulation points with 2-SE bars (theory cells in theory mode)."""
+    from matplotlib.figure import Figure
+
+    grids, thetas, gammas = setting["grids"], setting["thetas"], setting["gammas"]
+    fine_g = _fine_axes(setting)[1]
+    transfers = [tx for tx in _TRANSFERS if f"T_{_SHORT[tx]}" in grids]
+    fig = Figure(figsize=(5.5 * len(transfers), 4.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(transfers)))
+    chosen = sorted({int(np.argmin(np.abs(thetas - t))) for t in SLICE_THETAS})
+    for ax, tx in zip(axes, transfers):
+        q = f"T_{_SHORT[tx]}"
+        for k, (color, i) in enumerate(zip(("tab:blue", "tab:orange", "tab:green"), chosen)):
+            theta = float(thetas[i])
+            curve = _fine_theory(setting, tx, np.array([theta]), fine_g)[0]
+            ax.plot(fine_g, curve, color=color, lw=1.5, label=f"theory, theta = {math.degrees(theta):.1f} deg")
+            if setting["has_sim"]:
+                se = np.nan_to_num(grids[f"{q}_se"][i])
+                ax.errorbar(gammas, grids[q][i], yerr=2 * se, fmt="o", ms=4, color=color, capsize=2,
+                            label="simulation ± 2 SE" if k == 0 else None)
+            else:
+                ax.plot(gammas, grids[f"{q}_theory"][i], "o", ms=4, color=color,
+                        label="theory at the cells" if k == 0 else None)
+        ax.axhline(0.0, color="k", lw=0.8)
+        ax.axvline(1.0, color="0.6", lw=0.6, ls=":")
+        if tx == "linear_transfer":
+            ax.set_ylim(-1.0, 1.0)  # the scratch spike at gamma = 1 is unbounded
+        ax.set_xlabel(r"$\gamma = n/d$")
+        ax.set_ylabel(q)
+        ax.set_title(f"{q} vs gamma, d = {setting['d']}")
+        ax.legend(fontsize=7)
+    fig.suptitle(_setting_title(setting))
+    return fig
+
+
+def _agreement_figure(setting: dict[str, Any]) -> Figure:
+    """Simulated mean risk against theory per protocol (2-SE bars), spike cells in grey."""
+    from matplotlib.figure import Figure
+
+    grids = setting["grids"]
+    protocols = setting["protocols"]
+    fig = Figure(figsize=(4.0 * len(protocols), 3.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(protocols)))
+    spike = np.abs(grids["n"] / setting["d"] - 1.0) < SPIKE_HALF_WIDTH
+    for ax, p in zip(axes, protocols):
+        sim, se, th = grids[f"risk_{p}"], np.nan_to_num(grids[f"risk_{p}_se"]), grids[f"risk_{p}_theory"]
+        for mask, color in ((~spike, "tab:blue"), (spike, "0.6")):
+            ax.errorbar(th[mask], sim[mask], yerr=2 * se[mask], fmt="o", ms=3, color=color, capsize=1.5)
+        finite = np.concatenate([th[np.isfinite(th) & ~spike], sim[np.isfinite(sim) & ~spike]])
+        top = float(finite.max()) * 1.05 if finite.size else 1.0
+        ax.plot([0, top], [0, top], "k--", lw=0.8)
+        ax.set_xlim(0, top)
+        ax.set_ylim(0, top)
+        ax.set_xlabel("theory risk")
+        ax.set_ylabel("simulated risk")
+        ax.set_title(p)
+    fig.suptitle(f"simulation vs theory, d = {setting['d']} (grey: |n/d - 1| < {SPIKE_HALF_WIDTH})")
+    return fig
+
+
+def _ridge_figure() -> Figure:
+    """Linear-transfer risk against the probe's ridge ``lambda`` at ``gamma = 0.5`` (notebook figure):
+    eq. (13) (n -> inf) and the exact finite-n risk at n = 250 (d = 500), sigma = 0.2."""
+    from matplotlib.figure import Figure
+
+    lam = np.linspace(0.0, 0.5, 101)
+    marks = np.linspace(0.0, 0.5, 6)
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.add_subplot()
+    for theta, color in ((math.pi / 8, "tab:blue"), (math.pi / 4, "tab:orange")):
+        label = f"theta = {math.degrees(theta):.1f} deg"
+        ax.plot(lam, theory.linear_transfer_risk_ridge(theta, lam), color=color, label=f"eq. 13, {label}")
+        ax.plot(marks, theory.linear_transfer_risk_ridge(theta, marks), "o", color=color, ms=4)
+        ax.plot(lam, theory.linear_transfer_risk(theta, 250, 0.2, lam), "--", color=color, lw=1,
+                label=f"exact n = 250, sigma = 0.2, {label}")
+    ax.set_xlabel(r"ridge $\lambda$")
+    ax.set_ylabel(r"$R_{lt}^{\lambda}$")
+    ax.set_title("ridge on the last layer never helps linear transfer")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _finite_source_figure() -> Figure:
+    """Fine-tuning phase diagrams from a finite noisy source (App. C): ``gamma_s = 0.5, 1.5``,
+    ``sigma_s = 0.2``; break-even angle 57.3 deg against 60 deg for an infinite source."""
+    from matplotlib.figure import Figure
+
+    thetas = np.linspace(0.0, math.pi / 2, 181)
+    gammas = np.linspace(0.01, 0.99, 197)
+    fig = Figure(figsize=(11, 4.3), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    values = [theory.finetune_transferability_finite_source(thetas[:, None], gammas, gs, 0.2) for gs in (0.5, 1.5)]
+    norm = _norm(np.concatenate([v.ravel() for v in values]))
+    for ax, gs, v in zip(axes, (0.5, 1.5), values):
+        mesh = _draw_map(ax, gammas, thetas, v, norm)
+        _zero_contour(ax, gammas, thetas, v, colors="k", linewidths=1.6, linestyles="--")
+        star = math.degrees(float(theory.finite_source_break_even_angle(gs, 0.2)))
+        ax.axhline(60.0, color="0.4", lw=0.8, ls=":")
+        ax.set_title(f"T_ft from a finite source, gamma_s = {gs}, sigma_s = 0.2\n"
+                     f"break-even {star:.1f} deg (dashed; dotted: 60 deg for an infinite source)", fontsize=10)
+    fig.colorbar(mesh, ax=list(axes), label="T_ft (> 0: fine-tuning helps)")
+    return fig
+
+
+def _divergence_figure() -> Figure:
+    """Fig. 4a: over theta in [0, pi] at gamma = 0.5, sigma = 0.2, KL(p_s || p_t) rises monotonically
+    while T_lt = R_sc - sin^2(theta) goes +0.54 -> -0.46 -> +0.54."""
+    from matplotlib.figure import Figure
+
+    thetas = np.linspace(0.0, math.pi, 361)
+    kl = theory.task_kl(thetas, 0.2)
+    t_lt = theory.linear_transferability(thetas, 0.5, 0.2)
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    left.plot(np.degrees(thetas), t_lt, color="tab:blue")
+    left.axhline(0.0, color="k", lw=0.8)
+    left.set_xlabel(r"$\theta$ (degrees)")
+    left.set_ylabel("T_lt", color="tab:blue")
+    twin = left.twinx()
+    twin.plot(np.degrees(thetas), kl, color="tab:red")
+    twin.set_ylabel("KL(p_s || p_t)", color="tab:red")
+    left.set_title("KL is monotone in theta, transferability is not")
+    points = right.scatter(kl, t_lt, c=np.degrees(thetas), cmap="viridis", s=6)
+    marks = np.array([0.0, math.pi / 2, math.pi])
+    right.plot(theory.task_kl(marks, 0.2), theory.linear_transferability(marks, 0.5, 0.2), "ko", ms=5)
+    right.axhline(0.0, color="k", lw=0.8)
+    right.set_xlabel("KL(p_s || p_t)")
+    right.set_ylabel("T_lt")
+    right.set_title("gamma = 0.5, sigma = 0.2: T_lt against KL")
+    fig.colorbar(points, ax=right, label=r"$\theta$ (degrees)")
+    return fig
