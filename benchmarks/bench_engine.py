@@ -11,14 +11,21 @@ Run: ``.venv/bin/python benchmarks/bench_engine.py`` (never beside another bench
 
 from __future__ import annotations
 
-import argparse
-import json
-import tempfile
-import time
-from pathlib import Path
+import os
 
-from transferlab.experiments import get_experiment
-from transferlab.sweep import expand_cells, run_sweep, spec_from_dict
+# One BLAS/OpenMP thread everywhere, set before numpy loads: the serial baseline then uses one core,
+# as each process worker does, and the ratio measures parallelism, not BLAS threading.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from transferlab.experiments import get_experiment  # noqa: E402
+from transferlab.sweep import expand_cells, run_sweep, spec_from_dict  # noqa: E402
 
 
 def overhead(cells: int, workdir: Path) -> dict[str, float]:

@@ -153,7 +153,7 @@ def run_sweep(
             run_id=run_id, force=force, retry_failed=retry_failed, total=len(todo), started=started,
             progress=progress, skipped=len(planned) - len(todo),
             make_executor=lambda: make_executor(executor_name, jobs, address=address or spec.run.address,
-                                                threads_per_worker=threads_per_worker),
+                                                threads_per_worker=threads_per_worker, experiment=kind.name),
         )
         status = "interrupted"
         try:

@@ -55,9 +55,11 @@ def execute_batch(experiment: str, cells: Sequence[Cell]) -> BatchResult:
     return BatchResult(keys, rows, None, None, started, time.time(), socket.gethostname())
 
 
-def _init_worker(threads: int) -> None:
-    """Process-pool worker start-up: limit threads, and exit if the driver dies (even by SIGKILL),
-    so no worker outlives its sweep."""
+def _init_worker(threads: int, experiment: str | None) -> None:
+    """Process-pool worker start-up: exit if the driver dies (even by SIGKILL), so no worker outlives
+    its sweep; keep BLAS/OpenMP/torch at ``threads`` (torch reads ``OMP_NUM_THREADS`` when it is
+    first imported, so it is not imported here); import the experiment kind ahead of the first batch.
+    """
     import multiprocessing
     import threading
 
@@ -70,11 +72,8 @@ def _init_worker(threads: int) -> None:
         threading.Thread(target=watch, name="transferlab-parent-watch", daemon=True).start()
     for var in _THREAD_VARS:
         os.environ[var] = str(threads)
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return
-    torch.set_num_threads(threads)
+    if experiment is not None:
+        get_experiment(experiment)
 
 
 def available_cpus() -> int:
@@ -105,7 +104,7 @@ class Executor:
 class ProcessExecutor(Executor):
     name = "process"
 
-    def __init__(self, jobs: int, threads_per_worker: int = 1):
+    def __init__(self, jobs: int, threads_per_worker: int = 1, experiment: str | None = None):
         super().__init__(jobs)
         import multiprocessing
 
@@ -115,7 +114,7 @@ class ProcessExecutor(Executor):
         try:
             self._pool = ProcessPoolExecutor(
                 max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker, initargs=(threads_per_worker,),
+                initializer=_init_worker, initargs=(threads_per_worker, experiment),
             )
             # start every worker now, while the environment carries the thread limits
             for future in [self._pool.submit(os.getpid) for _ in range(jobs)]:
@@ -176,12 +175,12 @@ def check_executor(name: str) -> None:
 
 
 def make_executor(name: str, jobs: int | None = None, *, address: str | None = None,
-                  threads_per_worker: int = 1) -> Executor:
+                  threads_per_worker: int = 1, experiment: str | None = None) -> Executor:
     """An executor by name; ``jobs`` defaults to the available CPUs (with ``address``, Ray's cluster
-    CPUs; 1 for ``serial``)."""
+    CPUs; 1 for ``serial``). ``experiment`` names a kind that process workers import at start-up."""
     check_executor(name)
     if name == "serial":
         return Executor(1)
     if name == "process":
-        return ProcessExecutor(jobs or available_cpus(), threads_per_worker)
+        return ProcessExecutor(jobs or available_cpus(), threads_per_worker, experiment)
     return RayExecutor(jobs or available_cpus(), address, threads_per_worker, jobs_given=jobs)
