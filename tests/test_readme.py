@@ -1,0 +1,34 @@
+"""The README's Python examples run as written (honest docs)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+
+
+def test_readme_has_examples():
+    assert len(BLOCKS) >= 4
+
+
+@pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
+def test_readme_example_runs(code, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, f"README.md python block", "exec"), {"__name__": "readme_example"})
+
+
+def test_readme_numbers_match_the_library():
+    """The values quoted in comments of the theory example are what the library returns."""
+    import numpy as np
+
+    from transferlab.theory import fate
+
+    assert np.round(fate.linear_transferability(np.pi / 4, [0.25, 0.5, 0.75, 2.0], sigma=0.2), 3).tolist() == [
+        0.263, 0.040, -0.130, -0.460]
+    assert round(float(fate.finetune_transferability(np.pi / 8, 0.5)), 3) == 0.424
+    assert round(float(np.degrees(fate.finetune_break_even_angle(0.5, sigma=0.2))), 1) == 59.6
+    assert round(float(fate.scratch_risk(0.5, 0.2, d=500)), 4) == 0.5402
