@@ -116,7 +116,7 @@ def test_theory_mode_end_to_end_analyze_and_figures() -> None:
     cells = [_cell(theta=th, gamma=g, sigma=0.2, d=100, mode="theory")
              for th in thetas for g in (0.2, 0.5, 0.8, 1.5, 2.0)]
     results = KIND.analyze(ResultTable(_rows(cells)))
-    assert results.summary["cells"] == 25 and results.summary["settings"] == 1
+    assert results.summary["parameter settings (grids of theta x gamma)"] == 1
     assert "simulation width d" not in results.summary
     (setting,) = results.data["settings"]
     assert setting["grids"]["T_lt_theory"].shape == (5, 5) and not setting["has_sim"]

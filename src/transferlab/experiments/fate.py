@@ -132,7 +132,7 @@ class FateExperiment(Experiment):
         settings = [_analyze_setting(rows) for rows in table.group_by(*_FIELDS_OF_SETTING).values()]
         cell_rows = [r for s in settings for r in s["table"]]
         agreement = [r for s in settings for r in s["agreement"]]
-        summary: dict[str, Any] = {"cells": len(table.rows), "settings": len(settings)}
+        summary: dict[str, Any] = {"parameter settings (grids of theta x gamma)": len(settings)}
         sim_widths = sorted({s["d"] for s in settings if s["has_sim"]})
         if sim_widths:
             summary["simulation width d"] = ", ".join(map(str, sim_widths))

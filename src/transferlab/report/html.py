@@ -27,6 +27,7 @@ color:#1d232a;line-height:1.45;padding:0 1rem}
 h1{font-size:1.7rem;border-bottom:2px solid #2b6cb0;padding-bottom:.3rem}
 h2{font-size:1.3rem;margin-top:2.2rem;color:#2b6cb0}
 h3{font-size:1.05rem;margin-bottom:.3rem}
+div.tbl{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;margin:.6rem 0 1.2rem;font-size:.85rem}
 th,td{border:1px solid #cbd5e0;padding:.25rem .55rem;text-align:right}
 th{background:#edf2f7}
@@ -111,7 +112,7 @@ def _table_html(rows: Sequence[Mapping[str, Any]], css_class: str = "") -> str:
             cells.append(f"<td{klass}>{html.escape(_format_value(value))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     cls = f' class="{css_class}"' if css_class else ""
-    return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f"<div class='tbl'><table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
 
 def _figure_html(name: str, fig: Figure) -> str:
