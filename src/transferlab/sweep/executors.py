@@ -6,7 +6,9 @@ result is a :class:`BatchResult`, so the driver treats them alike.
   OpenMP and BLAS unless ``threads_per_worker`` says otherwise (on few cores, one single-threaded
   worker per core is fastest for small models).
 - ``ray``: Ray tasks, on a local instance started for the run or on the cluster at ``address``.
-  Results come back to the driver, which stays the only writer of the store.
+  Results come back to the driver, which stays the only writer of the store. Worker thread limits
+  are set through Ray's runtime environment only when this executor starts Ray; with Ray already
+  initialised by the caller, the caller's settings apply.
 """
 
 from __future__ import annotations
