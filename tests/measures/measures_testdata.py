@@ -44,6 +44,11 @@ def source_predictions(rng: np.random.Generator, n: int = 90, classes: int = 3, 
 def make_inputs(info: MeasureInfo, seed: int) -> list:
     """Positional arguments for calling ``info.func`` on generic data."""
     rng = np.random.default_rng(seed)
+    if info.inputs == "pair" and info.name == "pwcca":
+        # PWCCA weights come from the side with fewer features; with equal widths that is X, the
+        # case in which its registry entry declares it asymmetric and not rotation invariant.
+        x, _ = paired_representations(rng)
+        return [x, np.tanh(x @ rng.standard_normal((6, 6))) + 0.3 * rng.standard_normal(x.shape)]
     if info.inputs == "pair":
         return list(paired_representations(rng))
     if info.inputs == "samples":

@@ -7,6 +7,7 @@ import pytest
 from measures_testdata import paired_representations, random_orthogonal
 from scipy import linalg, stats
 
+from transferlab.errors import DataError
 from transferlab.measures import (
     LinearCKAAccumulator,
     angular_shape_distance,
@@ -128,16 +129,28 @@ def test_svcca_with_full_variance_equals_cca(rng):
     assert cca_similarity(x, y, "svcca") != pytest.approx(cca_similarity(x, y), rel=1e-3)
 
 
-def test_pwcca_weights_match_definition(rng):
+def test_pwcca_weights_match_the_reference_definition(rng):
+    """Morcos et al.'s reference: weights from the side with fewer neurons (here Y: q=5 < p=6),
+    alpha_i = sum_j |<h_i, z_j>| with h_i that side's orthonormal canonical variates."""
     x, y = paired_representations(rng, 80)
+    assert x.shape[1] > y.shape[1]
     xc, yc = x - x.mean(0), y - y.mean(0)
     qx, _ = np.linalg.qr(xc)
     qy, _ = np.linalg.qr(yc)
-    a, rho, _ = np.linalg.svd(qx.T @ qy, full_matrices=False)
-    h = qx @ a[:, :5]
-    h /= np.linalg.norm(h, axis=0)
-    alpha = np.abs(xc.T @ h).sum(0)
-    assert cca_similarity(x, y, "pwcca") == pytest.approx(np.sum(alpha * rho[:5]) / alpha.sum(), rel=1e-9)
+    _, rho, bt = np.linalg.svd(qx.T @ qy, full_matrices=False)
+    h = qy @ bt[:5].T
+    alpha = np.abs(yc.T @ h).sum(0)
+    expected = np.sum(alpha * rho[:5]) / alpha.sum()
+    assert cca_similarity(x, y, "pwcca") == pytest.approx(expected, rel=1e-9)
+    assert cca_similarity(y, x, "pwcca") == pytest.approx(expected, rel=1e-9)  # same side either way
+
+
+@pytest.mark.parametrize("variant", ["mean", "svcca", "pwcca"])
+def test_cca_refuses_n_minus_1_equal_to_features(rng, variant):
+    """With n = p + 1 the centered X spans the whole sample space: every correlation would be 1."""
+    x, y = rng.standard_normal((5, 4)), rng.standard_normal((5, 3))
+    with pytest.raises(DataError, match="n - 1 > p"):
+        cca_similarity(x, y, variant, keep=1.0)
 
 
 def test_procrustes_matches_scipy_orthogonal_procrustes(rng):

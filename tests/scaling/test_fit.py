@@ -101,7 +101,7 @@ def test_bootstrap_interval_contains_estimate_and_is_reproducible(method):
     a = bootstrap_transfer_law(d_f, n, d_t, method=method, n_boot=40, seed=3)
     b = bootstrap_transfer_law(d_f, n, d_t, method=method, n_boot=40, seed=3)
     assert a == b
-    assert a.n_boot == 40 and a.level == 0.95 and a.resample == "points"
+    assert a.n_boot == 40 and a.level == 0.95 and a.resample == "model_size"  # the default
     for name, value in (("alpha", a.alpha), ("beta", a.beta), ("log10_k", a.log10_k)):
         lo, hi = a.intervals[name]
         assert lo < value < hi

@@ -153,3 +153,12 @@ def test_cli_prints_warnings_for_censored_points(tmp_path, capsys):
     assert main(["fit-transfer", str(path), "--n-boot", "0"]) == 0
     err = capsys.readouterr().err
     assert "warning:" in err and "censored" in err and "N=1e+09" in err
+
+
+def test_csv_with_a_byte_order_mark_reads_like_plain_utf8(tmp_path):
+    """Spreadsheets often save UTF-8 with a BOM; the first column name must still be found."""
+    plain = write_losses_csv(synthetic_losses(SyntheticSurface(), seed=1), tmp_path / "plain.csv")
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    a, b = read_losses_csv(plain), read_losses_csv(bom)
+    assert np.array_equal(a.model_size, b.model_size) and np.array_equal(a.loss, b.loss)

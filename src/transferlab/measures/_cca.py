@@ -39,10 +39,10 @@ def _whitened_basis(xc: np.ndarray, name: str, regularization: float) -> np.ndar
     n, p = xc.shape
     u, s, rank = orthonormal_basis(xc, name)
     if regularization == 0.0:
-        if n <= p:
+        if n - 1 <= p:
             raise DataError(
-                f"{name}: CCA needs more samples than features (n={n} <= p={p}); the canonical "
-                "correlations are all 1 otherwise. Pass regularization > 0 or reduce the features."
+                f"{name}: CCA needs n - 1 > p (n={n}, p={p}): after centering, {p} features span the whole "
+                "sample space and every canonical correlation is 1. Pass regularization > 0 or reduce the features."
             )
         if rank < p:
             raise DataError(
@@ -76,12 +76,12 @@ def canonical_correlations(x: Any, y: Any, *, regularization: float = 0.0) -> np
 
 
 def _canonical(xc: np.ndarray, yc: np.ndarray, reg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rho, a, wx): correlations, left singular vectors, X-side basis (for PWCCA weights)."""
+    """(rho, hx, hy): correlations and the canonical variates of each side, ``(n, m)`` each."""
     wx = _whitened_basis(xc, "X", reg)
     wy = _whitened_basis(yc, "Y", reg)
-    a, rho, _ = np.linalg.svd(wx.T @ wy, full_matrices=False)
+    a, rho, bt = np.linalg.svd(wx.T @ wy, full_matrices=False)
     m = min(xc.shape[1], yc.shape[1])
-    return np.clip(rho[:m], 0.0, 1.0), a[:, :m], wx
+    return np.clip(rho[:m], 0.0, 1.0), wx @ a[:, :m], wy @ bt[:m].T
 
 
 def _svd_reduce(xc: np.ndarray, keep: float, name: str) -> np.ndarray:
@@ -108,14 +108,16 @@ def cca_similarity(
       explaining a ``keep`` fraction of its variance, then the mean canonical correlation.
       Invariant to orthogonal maps, isotropic scaling, translation; not to general linear maps.
     - ``"pwcca"`` (Morcos et al. 2018): ``sum_i alpha_i rho_i / sum_i alpha_i`` with
-      ``alpha_i = sum_j |<h_i, x_j>|``, ``h_i`` the unit-norm canonical variates of X and ``x_j``
-      the centered columns of X. Asymmetric (weights come from X) and not rotation invariant.
+      ``alpha_i = sum_j |<h_i, z_j>|``, ``h_i`` the unit-norm canonical variates and ``z_j`` the
+      centered columns of the side with fewer features (X when ``p == q``), as in the authors'
+      reference code. Not symmetric when ``p == q`` and not rotation invariant.
 
     All values lie in ``[0, 1]``; 1 on equal inputs. ``regularization`` shrinks covariances (see
     :func:`canonical_correlations`).
 
     Raises:
-        DataError: mismatched rows; ``n <= p`` or rank-deficient X/Y without regularization.
+        DataError: mismatched rows; ``n - 1 <= p`` (or ``q``) or rank-deficient X/Y without
+            regularization.
     """
     variant = check_choice(variant, "variant", ("mean", "svcca", "pwcca"))
     reg = check_fraction(regularization, "regularization")
@@ -124,12 +126,13 @@ def cca_similarity(
     if variant == "svcca":
         xc, yc = _svd_reduce(xc, keep, "X"), _svd_reduce(yc, keep, "Y")
         return float(np.mean(_canonical(xc, yc, reg)[0]))
-    rho, a, wx = _canonical(xc, yc, reg)
+    rho, hx, hy = _canonical(xc, yc, reg)
     if variant == "mean":
         return float(np.mean(rho))
-    h = wx @ a  # canonical variates of X, (n, m)
-    h /= np.linalg.norm(h, axis=0, keepdims=True)
-    alpha = np.abs(xc.T @ h).sum(axis=0)
+    # weights from the side with fewer features (X on ties), as in Morcos et al.'s reference code
+    side, h = (xc, hx) if xc.shape[1] <= yc.shape[1] else (yc, hy)
+    h = h / np.linalg.norm(h, axis=0, keepdims=True)
+    alpha = np.abs(side.T @ h).sum(axis=0)
     return float(np.sum(alpha * rho) / np.sum(alpha))
 
 

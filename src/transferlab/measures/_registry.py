@@ -86,11 +86,11 @@ _ENTRIES = [
     ),
     MeasureInfo(
         "pwcca", partial(_cca.cca_similarity, variant="pwcca"), "pair",
-        "projection-weighted CCA in [0, 1] (weights from X)", False, 1.0,
+        "projection-weighted CCA in [0, 1] (weights from the side with fewer features, X if equal; properties as for equal widths)", False, 1.0,
         invariances=_inv(False, True, True, True, False),
     ),
     MeasureInfo(
-        "procrustes_distance", _cca.procrustes_distance, "pair", "orthogonal Procrustes shape distance in [0, 2]",
+        "procrustes_distance", _cca.procrustes_distance, "pair", "orthogonal Procrustes shape distance in [0, sqrt(2)]",
         True, 0.0, metric=True, invariances=_SIMILARITY_INV,
     ),
     MeasureInfo(

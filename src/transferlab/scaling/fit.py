@@ -269,7 +269,7 @@ def bootstrap_transfer_law(
     *,
     method: Method = "direct",
     n_boot: int = 1000,
-    resample: Literal["points", "model_size"] = "points",
+    resample: Literal["points", "model_size"] = "model_size",
     level: float = 0.95,
     seed: int | np.random.SeedSequence = 0,
 ) -> FitResult:
@@ -279,8 +279,10 @@ def bootstrap_transfer_law(
         d_f, n, d_t: points, each ``(n_points,)``.
         method: one of :data:`FIT_METHODS`.
         n_boot: number of resamples (>= 20).
-        resample: ``"points"`` draws points with replacement; ``"model_size"`` draws whole model
-            sizes with replacement (a cluster bootstrap; wider, honest about the shared scratch curve).
+        resample: ``"model_size"`` (default) draws whole model sizes with replacement, a cluster
+            bootstrap that respects the scratch curve shared by each size's points (95 % intervals
+            covered the truth in 86-92 % of 50 synthetic surfaces); ``"points"`` draws single points
+            and under-covers (78-90 %) because it ignores that correlation.
         level: two-sided confidence level in (0, 1).
         seed: seed of ``numpy.random.default_rng`` for the resamples.
 

@@ -37,7 +37,7 @@ def read_losses_csv(path: str | Path) -> LossTable:
     """
     path = Path(path)
     try:
-        handle = path.open(newline="", encoding="utf-8")
+        handle = path.open(newline="", encoding="utf-8-sig")  # tolerate the BOM spreadsheets write
     except OSError as exc:
         raise DataError(f"cannot read loss table {path}: {exc.strerror or exc}") from None
     with handle:
