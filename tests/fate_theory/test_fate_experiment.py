@@ -152,3 +152,22 @@ def test_analyze_pools_instances_and_measures_agreement() -> None:
         assert abs(r["pooled_z"]) < 4 and r["mean_abs_diff"] < 0.05
     figures = KIND.figures(results)
     assert "fate_agreement" in figures and "fate_slices" in figures
+
+
+def test_settings_differing_in_any_field_are_analyzed_apart() -> None:
+    """Rows differing only in a training knob (weight decay) or in the protocol list are separate
+    settings: never averaged together, never mis-paired."""
+    kind = FateExperiment()
+    cells = [
+        _cell(theta=0.5, gamma=gamma, d=20, instances=2, mode="theory", weight_decay=wd)
+        for gamma in (0.5, 1.5) for wd in (0.0, 0.1)
+    ] + [
+        _cell(theta=0.5, gamma=gamma, d=20, instances=2, mode="theory", protocols=("scratch",))
+        for gamma in (0.5, 1.5)
+    ]
+    results = kind.analyze(ResultTable(rows=_rows(cells)))
+    labels = [s["label"] for s in results.data["settings"]]
+    assert len(labels) == 3 and len(set(labels)) == 3, labels
+    assert any("weight_decay0.1" in label for label in labels)
+    assert any("protocols" in label for label in labels)
+    assert set(kind.figures(results)) >= {f"fate_phase_lt_{label}" for label in labels if "protocols" not in label}

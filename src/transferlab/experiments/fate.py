@@ -50,7 +50,10 @@ _LONG = {v: k for k, v in _SHORT.items()}
 SPIKE_HALF_WIDTH = 0.05
 #: The paper's slice angles (Fig. 1c).
 SLICE_THETAS = (math.pi / 8, math.pi / 4, 3 * math.pi / 8)
-_FIELDS_OF_SETTING = ("d", "layers", "sigma", "ridge", "source_gamma", "source_sigma", "mode", "init_scale")
+#: The axes of one phase diagram; every other config field defines the setting it belongs to.
+_DIAGRAM_FIELDS = ("theta", "gamma", "instances")
+#: Fields named in every setting's label; any other field is named only where it differs from its default.
+_LABEL_FIELDS = ("mode", "sigma", "d", "source_gamma")
 
 
 class FateConfig(ExperimentConfig):
@@ -129,7 +132,8 @@ class FateExperiment(Experiment):
         return rows
 
     def analyze(self, table: ResultTable) -> Results:
-        settings = [_analyze_setting(rows) for rows in table.group_by(*_FIELDS_OF_SETTING).values()]
+        fields = [f for f in FateConfig.model_fields if f not in _DIAGRAM_FIELDS]
+        settings = [_analyze_setting(rows) for rows in table.group_by(*fields).values()]
         cell_rows = [r for s in settings for r in s["table"]]
         agreement = [r for s in settings for r in s["agreement"]]
         summary: dict[str, Any] = {"parameter settings (grids of theta x gamma)": len(settings)}
@@ -247,6 +251,15 @@ def _mean_se(values: np.ndarray) -> tuple[float, float | None]:
     return float(values.mean()), se
 
 
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _compact(value: Any) -> str:
+    return "-".join(map(str, value)) if isinstance(value, (list, tuple)) else f"{value:g}" if isinstance(
+        value, float) else str(value)
+
+
 def _analyze_setting(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Grids over (theta, gamma), the per-cell table and the agreement rows of one setting.
 
@@ -259,6 +272,10 @@ def _analyze_setting(rows: list[dict[str, Any]]) -> dict[str, Any]:
     gammas = np.array(sorted({r["gamma"] for r in rows}))
     label = f"{first['mode']}_sigma{first['sigma']:g}_d{first['d']}" + (
         "" if first["source_gamma"] is None else f"_src{first['source_gamma']:g}"
+    ) + "".join(
+        f"_{name}{_compact(first[name])}"
+        for name, info in FateConfig.model_fields.items()
+        if name not in _DIAGRAM_FIELDS + _LABEL_FIELDS and _jsonable(first[name]) != _jsonable(info.get_default())
     )
     quantities = [f"risk_{p}" for p in protocols] + [
         f"T_{_SHORT[tx]}" for tx in _TRANSFERS if tx in protocols and "scratch" in protocols
@@ -322,7 +339,7 @@ def _analyze_setting(rows: list[dict[str, Any]]) -> dict[str, Any]:
                     "within_2se": float(np.mean(np.abs(z) <= 2.0)),
                 }
             )
-    setting = {k: first[k] for k in _FIELDS_OF_SETTING}
+    setting = {k: first[k] for k in FateConfig.model_fields if k not in _DIAGRAM_FIELDS}
     setting.update(
         label=label, protocols=protocols, thetas=thetas, gammas=gammas, grids=grids, table=table,
         agreement=agreement, has_sim=has_sim, has_theory=has_theory,
