@@ -202,3 +202,23 @@ def test_weight_decay_acts_on_scratch_only_and_default_lr_is_stable_at_small_gam
     assert not np.allclose(decayed["scratch"], plain["scratch"])
     np.testing.assert_array_equal(decayed["finetune"], plain["finetune"])
     np.testing.assert_array_equal(decayed["linear_transfer"], plain["linear_transfer"])
+
+
+def test_finite_source_finetuning_follows_the_balancedness_corrected_theory():
+    """GD fine-tuning from a finite noisy source lands on T_ft with the balancedness scale c, not on
+    the paper's Thm C.1 (c = 1). The source draw dominates the variance, so 64 cells (one source
+    each) x 4 target draws; tolerance 3 standard errors of the per-cell means (SE ~ 0.011)."""
+    from transferlab.theory import fate
+
+    d, n, ns, cells, theta = 80, 40, 40, 64, math.pi / 3
+    risks = simulate_fate(
+        d=d, n=n, layers=2, thetas=np.full(cells, theta), sigmas=np.zeros(cells), instances=4,
+        protocols=("scratch", "finetune"), generators=[generator(500 + b) for b in range(cells)],
+        source_n=ns, source_sigma=0.3,
+    )
+    per_cell = (risks["scratch"] - risks["finetune"]).mean(axis=1)
+    mean, se = per_cell.mean(), per_cell.std(ddof=1) / math.sqrt(cells)
+    corrected = float(fate.finetune_transferability_finite_source_corrected(theta, n / d, ns / d, 0.3, 0.0, d=d))
+    paper = float(fate.finetune_transferability_finite_source(theta, n / d, ns / d, 0.3, d=d))
+    assert abs(mean - corrected) < 3 * se, (mean, se, corrected)
+    assert abs(mean - corrected) < abs(mean - paper), (mean, corrected, paper)

@@ -3,10 +3,11 @@
 One cell is one point ``(theta, gamma, sigma)`` of the paper's grid with ``instances`` independent
 target data draws. ``mode`` chooses what a cell computes:
 
-- ``"theory"``: the closed forms of :mod:`transferlab.theory.fate`, exact at the cell's finite
-  ``d`` (scratch: inverse-Wishart mean; linear transfer: exact ridge probe at ``n``; fine-tuning: the
-  balancedness-corrected form, which equals eq. 15 at ``sigma = 0``). A cell with ``|n - d| <= 1``
-  has no finite theory and fails with that reason.
+- ``"theory"``: the closed forms of :mod:`transferlab.theory.fate` at the cell's finite ``d``
+  (scratch: inverse-Wishart mean, exact; linear transfer: the exact ridge probe at ``n`` for a
+  population source, proportional-limit moments for a finite one; fine-tuning: the
+  balancedness-corrected form with expected moments plugged in, which equals eq. 15 at
+  ``sigma = 0``). A cell with ``|n - d| <= 1`` has no finite theory and fails with that reason.
 - ``"simulate"``: gradient-descent-trained deep linear networks, :func:`transferlab.protocols.simulate_fate`.
 - ``"both"``: the simulation plus the theory of the same cell (theory omitted, with a note, where it
   does not exist).
@@ -181,8 +182,10 @@ def cell_theory(cfg: FateConfig) -> dict[str, float]:
 
     Scratch: :func:`~transferlab.theory.fate.scratch_risk` at ``n/d``. Linear transfer: the exact
     ridge probe (:func:`~transferlab.theory.fate.linear_transfer_risk`, or its finite-source form).
-    Fine-tuning: ``R_sc - T_ft`` with the balancedness-corrected ``T_ft`` (population source) or the
-    finite-source ``T_ft`` (App. C). Raises :class:`ConfigError` where no finite theory exists.
+    Fine-tuning: ``R_sc - T_ft`` with the balancedness-corrected ``T_ft`` (population source, or
+    finite source: App. C with the scale ``c``, which is what gradient descent converges to); the
+    paper's uncorrected eq. (15) / Thm C.1 values are stored beside it. Raises :class:`ConfigError`
+    where no finite theory exists.
     """
     gamma, d = cfg.n / cfg.d, cfg.d
     r_sc = float(theory.scratch_risk(gamma, cfg.sigma, d))
@@ -197,7 +200,13 @@ def cell_theory(cfg: FateConfig) -> dict[str, float]:
         r_lt = theory.linear_transfer_risk_finite_source(
             cfg.theta, cfg.n, cfg.sigma, gamma_s, cfg.source_sigma, cfg.ridge, cfg.layers
         )
-        t_ft = theory.finetune_transferability_finite_source(cfg.theta, gamma, gamma_s, cfg.source_sigma, d)
+        t_ft = theory.finetune_transferability_finite_source_corrected(
+            cfg.theta, gamma, gamma_s, cfg.source_sigma, cfg.sigma, d, cfg.layers
+        )
+        if "finetune" in cfg.protocols:
+            out["theory_T_finetune_eqC1"] = float(
+                theory.finetune_transferability_finite_source(cfg.theta, gamma, gamma_s, cfg.source_sigma, d)
+            )
     risks = {"scratch": r_sc, "linear_transfer": float(r_lt), "finetune": r_sc - float(t_ft)}
     for p in cfg.protocols:
         out[f"theory_risk_{p}"] = risks[p]
@@ -313,6 +322,8 @@ def _analyze_setting(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 out[f"{q}_theory"] = th[key]
         if "theory_T_finetune_eq15" in th:
             out["T_ft_eq15"] = th["theory_T_finetune_eq15"]
+        if "theory_T_finetune_eqC1" in th:
+            out["T_ft_eqC1"] = th["theory_T_finetune_eqC1"]
         if "theory_note" in th:
             out["note"] = th["theory_note"]
         table.append(out)
@@ -378,7 +389,9 @@ def _fine_theory(setting: dict[str, Any], tx: Protocol, thetas: np.ndarray, gamm
     elif gamma_s is None:
         out[:, valid] = theory.finetune_transferability_corrected(th, g, sigma, d, layers)
     else:
-        out[:, valid] = theory.finetune_transferability_finite_source(th, g, round(gamma_s * d) / d, sigma_s, d)
+        out[:, valid] = theory.finetune_transferability_finite_source_corrected(
+            th, g, round(gamma_s * d) / d, sigma_s, sigma, d, layers
+        )
     return out
 
 

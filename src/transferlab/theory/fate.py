@@ -319,12 +319,19 @@ def balancedness_scale(gamma: ArrayLike, sigma: ArrayLike, d: int | None = None,
         gamma: target ratio (> 0, != 1); sigma: target noise (>= 0); broadcast. d: dimension or None.
         layers: depth ``L >= 2``.
     """
-    if isinstance(layers, bool) or not isinstance(layers, (int, np.integer)) or layers < 2:
-        raise ConfigError(f"layers must be an integer >= 2, got {layers!r}")
     b = min_norm_sq_norm(gamma, sigma, d)
     a = np.maximum(0.0, 1.0 - np.broadcast_to(_positive("gamma", gamma), b.shape))
+    return np.sqrt(_balancedness_root(a, b, layers))
+
+
+def _balancedness_root(a: FloatArray, b: FloatArray, layers: int) -> FloatArray:
+    """The root ``x = c^2 > 0`` of ``x^{L/(L-1)} - a x - b = 0`` (closed form for ``L = 2``, else
+    Newton from ``x_0 = (1 + a + b)^{L-1}``, where the convex left side is positive, so the
+    iterates decrease monotonically to the root)."""
+    if isinstance(layers, bool) or not isinstance(layers, (int, np.integer)) or layers < 2:
+        raise ConfigError(f"layers must be an integer >= 2, got {layers!r}")
     if layers == 2:
-        return np.sqrt((a + np.sqrt(a**2 + 4.0 * b)) / 2.0)
+        return (a + np.sqrt(a**2 + 4.0 * b)) / 2.0
     p = layers / (layers - 1)
     x = (1.0 + a + b) ** (layers - 1)
     for _ in range(200):
@@ -332,7 +339,7 @@ def balancedness_scale(gamma: ArrayLike, sigma: ArrayLike, d: int | None = None,
         x = x - step
         if np.all(np.abs(step) <= 1e-15 * x):
             break
-    return np.sqrt(x)
+    return x
 
 
 def finetune_transferability_corrected(
@@ -399,6 +406,41 @@ def finetune_transferability_finite_source(
         _array("theta", theta), _positive("gamma", gamma), _ratio("gamma_s", gamma_s), sq_norm
     )
     return np.maximum(0.0, 1.0 - g) * (2.0 * np.cos(th) * np.minimum(1.0, gs) - sq_norm)
+
+
+def finetune_transferability_finite_source_corrected(
+    theta: ArrayLike, gamma: ArrayLike, gamma_s: ArrayLike, sigma_s: ArrayLike, sigma: ArrayLike = 0.0,
+    d: int | None = None, layers: int = 2,
+) -> FloatArray:
+    """Finite-source fine-tuning with the balancedness scale: what gradient descent converges to.
+
+    Thm C.1 (:func:`finetune_transferability_finite_source`) takes ``beta_ft = beta_sc + (I-P)
+    beta_hat_s``. Gradient flow conserves balancedness, so with a pretrained end-to-end norm
+    ``r0 = ||beta_hat_s|| != 1`` the null-space part is rescaled, ``beta_ft = beta_sc + c (I-P)
+    beta_hat_s`` with ``c = (r/r0)^{(L-1)/L}``, ``r = ||beta_ft||``. In ``x = c^2`` this is the
+    population equation with ``b`` divided by ``r0^2`` (derived here, not in the paper)::
+
+        x^{L/(L-1)} - (1 - gamma)_+ x - ||beta_sc||^2 / r0^2 = 0,
+        T_ft = (1 - gamma)_+ (2 c cos(theta) min(1, gamma_s) - c^2 r0^2),
+
+    with the expectations ``r0^2 = E||beta_hat_s||^2`` and ``||beta_sc||^2 = E||X^+ y||^2``
+    (:func:`min_norm_sq_norm`) plugged in (exact in the proportional limit). ``c = 1`` recovers
+    Thm C.1; unlike it, the result depends on the target noise ``sigma``. Example: ``gamma =
+    gamma_s = 0.5``, ``sigma_s = 0.2``, ``sigma = 0``, ``theta = pi/4``: 0.0625 (Thm C.1: 0.0836).
+
+    Args:
+        theta: angle (radians); gamma: target ratio (> 0, != 1); gamma_s: source ratio (> 0, != 1);
+        sigma_s, sigma: source and target noise (>= 0); all broadcast. d: dimension or ``None``.
+        layers: depth ``L >= 2``.
+    """
+    r0_sq = min_norm_sq_norm(gamma_s, sigma_s, d)
+    b = min_norm_sq_norm(gamma, sigma, d)
+    th, g, gs, r0_sq, b = np.broadcast_arrays(
+        _array("theta", theta), _positive("gamma", gamma), _ratio("gamma_s", gamma_s), r0_sq, b
+    )
+    a = np.maximum(0.0, 1.0 - g)
+    x = _balancedness_root(a, b / r0_sq, layers)
+    return a * (2.0 * np.sqrt(x) * np.cos(th) * np.minimum(1.0, gs) - x * r0_sq)
 
 
 def finite_source_break_even_angle(gamma_s: ArrayLike, sigma_s: ArrayLike) -> FloatArray:
