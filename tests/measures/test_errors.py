@@ -90,8 +90,32 @@ def test_duplicate_points(rng):
         M.knn_kl(dup, rng.standard_normal((20, 2)))
     with pytest.raises(DataError, match="share points"):
         M.knn_kl(x, x[:10])
-    assert np.isfinite(M.twonn_dimension(dup))
-    assert 0.0 <= M.knn_overlap(dup, dup + 0.0) <= 1.0  # ties broken by index, documented
+    assert M.twonn_dimension(dup) == pytest.approx(M.twonn_dimension(x), rel=1e-12)  # duplicates dropped
+    assert M.knn_overlap(dup, dup.copy(), k=3) == 1.0  # tied distances are broken the same way in both
+
+
+def test_identical_rows_have_no_neighbourhoods(rng):
+    same, y = np.ones((10, 2)), rng.standard_normal((10, 3))
+    for call in (lambda: M.knn_overlap(same, y, k=3), lambda: M.information_imbalance(same, y),
+                 lambda: M.knn_label_overlap(same, np.arange(10) % 2, k=3)):
+        with pytest.raises(DataError, match="all rows are identical"):
+            call()
+
+
+def test_logme_refuses_exactly_fitted_and_zero_targets(rng):
+    x = rng.standard_normal((50, 4))
+    with pytest.raises(DataError, match="exactly"):
+        M.logme_score(x, x @ np.array([1.0, 2.0, 3.0, 4.0]), task="regression")
+    labels = rng.integers(0, 5, 50)
+    with pytest.raises(DataError, match="exactly"):
+        M.logme_score(np.eye(5)[labels], labels)  # features that encode the labels
+    with pytest.raises(DataError, match="all zero"):
+        M.logme_score(x, np.c_[rng.standard_normal(50), np.zeros(50)], task="regression")
+
+
+def test_gaussian_kl_from_moments_needs_symmetric_covariances():
+    with pytest.raises(DataError, match="symmetric"):
+        M.gaussian_kl_from_moments([0, 0], [[1, 5], [0, 1]], [0, 0], np.eye(2))
 
 
 def test_unequal_sizes_for_exact_wasserstein(rng):
@@ -113,3 +137,17 @@ def test_bad_options(xy):
         M.logme_score(x, np.arange(29) % 2)
     with pytest.raises(ConfigError, match="unknown measure"):
         M.get_measure("nope")
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: M.mmd2(x, x + 1, sigma="1"),
+    lambda x: M.wasserstein_distance(x, x, p="2"),
+    lambda x: M.sliced_wasserstein_distance(x, x, p=0.5),
+    lambda x: M.cka_similarity(x, x, kernel="rbf", sigma=-1.0),
+    lambda x: M.cka_similarity(x, x, debiased="yes"),
+])
+def test_bad_option_types_are_config_errors(rng, call):
+    from transferlab.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        call(rng.standard_normal((12, 3)))

@@ -163,7 +163,7 @@ def procrustes_distance(x: Any, y: Any) -> float:
 
     After centering and scaling both to unit Frobenius norm (features padded with zeros to equal
     width), ``d(X, Y) = min_Q ||X - Y Q||_F = sqrt(2 - 2 ||X^T Y||_*)`` over orthogonal ``Q``.
-    A metric on shapes, in ``[0, 2]``: 0 iff equal up to rotation, translation and scale.
+    A metric on shapes, in ``[0, sqrt(2)]``: 0 iff equal up to rotation, translation and scale.
     """
     xc, yc = _shape_inputs(x, y)
     return float(np.sqrt(max(2.0 - 2.0 * _nuclear_cross(xc, yc), 0.0)))

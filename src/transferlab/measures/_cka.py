@@ -18,7 +18,7 @@ import numpy as np
 
 from transferlab.errors import DataError
 from transferlab.measures._geometry import median_distance, rbf_gram
-from transferlab.measures._validate import as_matrix, check_choice, check_same_samples
+from transferlab.measures._validate import as_matrix, check_bool, check_choice, check_positive, check_same_samples
 
 __all__ = [
     "cka_similarity",
@@ -221,7 +221,7 @@ def hsic(
     """
     kernel = check_choice(kernel, "kernel", ("linear", "rbf"))
     method = check_choice(method, "method", ("auto", "feature", "gram"))
-    return _hsic_triplet(x, y, kernel, debiased, sigma, method)[0]
+    return _hsic_triplet(x, y, kernel, check_bool(debiased, "debiased"), sigma, method)[0]
 
 
 def _hsic_triplet(x, y, kernel, debiased, sigma, method) -> tuple[float, float, float]:
@@ -242,8 +242,8 @@ def _hsic_triplet(x, y, kernel, debiased, sigma, method) -> tuple[float, float, 
             return acc._hsic_terms(debiased)
         k, l = _linear_grams(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
     else:
-        if sigma is not None and not (np.isfinite(sigma) and sigma > 0):
-            raise DataError(f"sigma must be a positive finite number, got {sigma!r}")
+        if sigma is not None:
+            sigma = check_positive(sigma, "sigma")
         sx = median_distance(x) if sigma is None else float(sigma)
         sy = median_distance(y) if sigma is None else float(sigma)
         k, l = rbf_gram(x, sx), rbf_gram(y, sy)
@@ -289,4 +289,4 @@ def cka_similarity(
     """
     kernel = check_choice(kernel, "kernel", ("linear", "rbf"))
     method = check_choice(method, "method", ("auto", "feature", "gram"))
-    return _cka_from_terms(*_hsic_triplet(x, y, kernel, debiased, sigma, method))
+    return _cka_from_terms(*_hsic_triplet(x, y, kernel, check_bool(debiased, "debiased"), sigma, method))

@@ -1,7 +1,9 @@
 """Neighbourhood and geometry-of-distances similarities: k-NN overlap, information imbalance, RSA.
 
 Neighbours are Euclidean, exclude the point itself, and ties are broken by the smaller index
-(documented and deterministic; exact duplicate points are therefore allowed).
+(deterministic; exact duplicate points are therefore allowed). With many exactly tied distances
+(quantised or ReLU-sparse data) the values depend on row order, and invariances hold only up to
+such ties. All-identical rows have no neighbourhoods and raise :class:`DataError`.
 """
 
 from __future__ import annotations
@@ -24,9 +26,16 @@ from transferlab.measures._validate import (
 __all__ = ["knn_overlap", "knn_label_overlap", "information_imbalance", "rsa_similarity"]
 
 
+def _distinct(x: np.ndarray, name: str) -> np.ndarray:
+    """``x`` unchanged, or :class:`DataError` when all its rows are equal (no neighbourhoods exist)."""
+    if np.all(x == x[0]):
+        raise DataError(f"{name}: all rows are identical, so nearest neighbours are undefined")
+    return x
+
+
 def _pair(x: Any, y: Any, min_samples: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    x = as_matrix(x, "X", min_samples=min_samples)
-    y = as_matrix(y, "Y", min_samples=min_samples)
+    x = _distinct(as_matrix(x, "X", min_samples=min_samples), "X")
+    y = _distinct(as_matrix(y, "Y", min_samples=min_samples), "Y")
     check_same_samples(x, y)
     return x, y
 
@@ -53,7 +62,7 @@ def knn_label_overlap(x: Any, labels: Any, k: int = 10) -> float:
 
     ``chi_k^gt = (1/n) sum_i (1/k) sum_{j in NN_k(i)} 1[y_j = y_i]`` in ``[0, 1]``.
     """
-    x = as_matrix(x, "X")
+    x = _distinct(as_matrix(x, "X"), "X")
     codes, _ = as_labels(labels, x.shape[0])
     k = check_int(k, "k", low=1, high=x.shape[0] - 1)
     _, idx = knn(x, k)

@@ -153,6 +153,23 @@ def check_fraction(value: Any, name: str, *, low: float = 0.0, high: float = 1.0
     return value
 
 
+def check_positive(value: Any, name: str, *, low: float = 0.0, inclusive: bool = False) -> float:
+    """Validate a finite real parameter ``> low`` (``>= low`` if ``inclusive``); raises :class:`ConfigError`."""
+    if isinstance(value, (bool, str)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or value < low or (value == low and not inclusive):
+        raise ConfigError(f"{name} must be a finite number {'>=' if inclusive else '>'} {low:g}, got {value!r}")
+    return value
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """Validate a flag: a real bool, not a truthy string (raises :class:`ConfigError`)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     """Validate a string option against ``choices`` (raises :class:`ConfigError` listing them)."""
     if value not in choices:

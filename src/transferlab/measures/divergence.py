@@ -21,6 +21,7 @@ from transferlab.measures._validate import (
     check_choice,
     check_fraction,
     check_int,
+    check_positive,
     check_same_features,
 )
 
@@ -49,6 +50,8 @@ def _samples(x: Any, y: Any, min_samples: int = 2) -> tuple[np.ndarray, np.ndarr
 
 
 def _cholesky(cov: np.ndarray, name: str) -> np.ndarray:
+    if not np.allclose(cov, cov.T, rtol=1e-10, atol=1e-12 * float(np.max(np.abs(cov), initial=0.0))):
+        raise DataError(f"{name}: a covariance matrix must be symmetric")
     try:
         chol = linalg.cholesky(cov, lower=True)
     except linalg.LinAlgError:
@@ -56,7 +59,8 @@ def _cholesky(cov: np.ndarray, name: str) -> np.ndarray:
     if chol is None or np.min(np.diag(chol)) <= np.sqrt(np.finfo(float).eps) * np.sqrt(np.max(np.diag(cov))):
         raise DataError(
             f"{name}: covariance is singular (constant or collinear features, or n <= d); "
-            "the Gaussian KL is infinite/undefined. Pass regularization > 0 or reduce the features."
+            "the Gaussian KL is infinite/undefined (for fitted covariances, pass regularization > 0 or reduce "
+            "the features)"
         )
     return chol
 
@@ -112,8 +116,7 @@ def linear_gaussian_kl(beta_s: Any, beta_t: Any, sigma: float) -> float:
     bt = as_matrix(beta_t, "beta_t", min_samples=1)[:, 0]
     if bs.shape != bt.shape:
         raise DataError(f"beta_s and beta_t must have the same length; got {bs.shape} and {bt.shape}")
-    if not (np.isfinite(sigma) and sigma > 0):
-        raise DataError(f"sigma must be a positive finite noise level, got {sigma!r}")
+    sigma = check_positive(sigma, "sigma")
     diff = bs - bt
     return float(diff @ diff / (2.0 * sigma * sigma))
 
@@ -124,8 +127,7 @@ def linear_gaussian_kl_angle(theta: float, sigma: float) -> float:
     """
     if not np.isfinite(theta):
         raise DataError(f"theta must be finite, got {theta!r}")
-    if not (np.isfinite(sigma) and sigma > 0):
-        raise DataError(f"sigma must be a positive finite noise level, got {sigma!r}")
+    sigma = check_positive(sigma, "sigma")
     return float((1.0 - np.cos(theta)) / sigma**2)
 
 
@@ -182,8 +184,8 @@ def mmd2(
     x, y = _samples(x, y)
     if sigma is None:
         sigma = median_distance(np.vstack([x[:: max(1, x.shape[0] // 1000)], y[:: max(1, y.shape[0] // 1000)]]))
-    elif not (np.isfinite(sigma) and sigma > 0):
-        raise DataError(f"sigma must be a positive finite bandwidth, got {sigma!r}")
+    else:
+        sigma = check_positive(sigma, "sigma")
     gamma = 1.0 / (2.0 * float(sigma) ** 2)
     n, m = x.shape[0], y.shape[0]
     if estimator == "linear":
@@ -239,8 +241,7 @@ def wasserstein_distance(x: Any, y: Any, p: float = 1) -> float:
     :class:`DataError` (use :func:`sliced_wasserstein_distance` or POT's ``ot.emd2``).
     A metric; scales linearly with isotropic scaling.
     """
-    if not (np.isfinite(p) and p >= 1):
-        raise DataError(f"p must be >= 1, got {p!r}")
+    p = check_positive(p, "p", low=1.0, inclusive=True)
     x, y = _samples(x, y, min_samples=1)
     if x.shape[1] == 1:
         return float(_wasserstein_1d(x[:, 0], y[:, 0], p) ** (1.0 / p))
@@ -270,8 +271,7 @@ def sliced_wasserstein_distance(
     same directions: then it is an exact pseudo-metric, triangle inequality included). Each 1-D
     ``W_p`` is exact (sorting). ``O(L (n + m) (d + log n))`` for ``L`` projections; any sample sizes.
     """
-    if not (np.isfinite(p) and p >= 1):
-        raise DataError(f"p must be >= 1, got {p!r}")
+    p = check_positive(p, "p", low=1.0, inclusive=True)
     n_projections = check_int(n_projections, "n_projections", low=1)
     x, y = _samples(x, y, min_samples=1)
     d = x.shape[1]

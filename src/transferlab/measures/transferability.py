@@ -85,6 +85,16 @@ def _logme_evidence(
     lam, c, perp = _spectral(f, y)
     k = y.shape[1]
     scale = np.sum(y * y, axis=0)
+    zero = np.flatnonzero(scale == 0)
+    if zero.size:
+        raise DataError(f"labels: target column {zero[0]} is all zero; LogME is undefined")
+    if lam.size < n:  # the features do not span the samples, so an exact fit is degenerate
+        exact = np.flatnonzero(perp <= 1e-10 * scale)
+        if exact.size:
+            raise DataError(
+                f"features fit target column {exact[0]} exactly (zero residual): the evidence is unbounded "
+                "and LogME undefined; the features encode the labels (e.g. one-hot features)"
+            )
     alpha = np.ones(k)
     beta = np.ones(k)
     lam_c = lam[:, None]
