@@ -25,8 +25,10 @@ def test_noise_free_analysis_and_json_summary():
                                               "censored_high": 0, "unreachable": 0}
     # the Kaplan surface is not of Chinchilla form (its N and D terms interact inside a power), so
     # over 8 decades of D the additive surface misses by several percent (measured rms 7.3 %)
-    assert 0 < summary["scratch_surface"]["rms_log_residual"] < 0.15
-    assert summary["scratch_surface"]["status"] in {"converged", "hit_bound"}
+    # (the fit itself is exact on a true Chinchilla surface: test_chinchilla.py); 0.1 bounds a fit that
+    # found the right basin, while a multi-start failure lands far above it
+    assert 0.01 < summary["scratch_surface"]["rms_log_residual"] < 0.1
+    assert summary["scratch_surface"]["status"] == "converged"
 
 
 def test_figures_have_one_series_per_model_size():
