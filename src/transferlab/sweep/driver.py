@@ -100,7 +100,7 @@ def _outcomes(cells: Sequence[PlannedCell], result: BatchResult) -> list[CellOut
         if problem:
             outcomes.append(CellOutcome(p.cell.key, "failed", None, problem, None, **common))
         else:
-            outcomes.append(CellOutcome(p.cell.key, "ok", json.loads(json.dumps(row)), None, None, **common))
+            outcomes.append(CellOutcome(p.cell.key, "ok", json.dumps(row, allow_nan=False), None, None, **common))
     return outcomes
 
 
@@ -278,7 +278,7 @@ class _Dispatch:
 
 def _executor_failure(cells: Sequence[PlannedCell], error: str) -> BatchResult:
     now = time.time()
-    return BatchResult(tuple(p.cell.key for p in cells), None, error, None, now, now, "")
+    return BatchResult(None, error, None, now, now, "")
 
 
 class _Heartbeat:

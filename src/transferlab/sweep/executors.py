@@ -35,7 +35,6 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 class BatchResult:
     """A batch's outcome: ``rows`` (one per cell) or ``error``/``traceback`` if ``run_batch`` raised."""
 
-    keys: tuple[str, ...]
     rows: list[dict[str, Any]] | None
     error: str | None
     traceback: str | None
@@ -48,13 +47,12 @@ def execute_batch(experiment: str, cells: Sequence[Cell]) -> BatchResult:
     """Run one batch of ``experiment`` (looked up by name in the worker) and capture any exception."""
     kind = get_experiment(experiment)
     started = time.time()
-    keys = tuple(c.key for c in cells)
     try:
         rows = list(kind.run_batch(list(cells)))
     except Exception as exc:  # any failure of user/kind code becomes a failed batch, never a crash
-        return BatchResult(keys, None, f"{type(exc).__name__}: {exc}", traceback.format_exc(), started,
+        return BatchResult(None, f"{type(exc).__name__}: {exc}", traceback.format_exc(), started,
                            time.time(), socket.gethostname())
-    return BatchResult(keys, rows, None, None, started, time.time(), socket.gethostname())
+    return BatchResult(rows, None, None, started, time.time(), socket.gethostname())
 
 
 def _init_worker(threads: int, experiment: str | None) -> None:

@@ -26,6 +26,7 @@ store is touched.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
@@ -174,8 +175,7 @@ def spec_from_dict(raw: Mapping[str, Any], *, source: str | None = None, text: s
                    overrides: Sequence[str] = ()) -> Spec:
     """Validate a raw spec mapping (plus ``--set`` overrides) into a :class:`Spec`."""
     label = Path(source).name if source else "<spec>"
-    _check_plain(raw, label, "")
-    data = json.loads(json.dumps(raw))  # deep copy of plain data
+    data = copy.deepcopy(dict(raw))
     for assignment in overrides:
         _apply_override(data, assignment, label)
     _check_plain(data, label, "")

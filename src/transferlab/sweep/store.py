@@ -115,7 +115,7 @@ class CellOutcome:
 
     key: str
     status: str  # "ok" | "failed"
-    result: dict[str, Any] | None
+    result_json: str | None  # the result row as JSON text (encoded once, by the driver)
     error: str | None
     traceback: str | None
     started: float
@@ -268,7 +268,7 @@ class Store:
                     " seconds = ?, batch_cells = ?, host = ?, package_version = ?, run_id = ?,"
                     " attempts = attempts + 1, claimed_by = NULL, claim_expires = NULL"
                     " WHERE key = ? AND claimed_by = ?",
-                    (o.status, None if o.result is None else json.dumps(o.result, allow_nan=False), o.error,
+                    (o.status, o.result_json, o.error,
                      o.traceback, o.started, o.finished, o.seconds, o.batch_cells, o.host, package_version, run_id,
                      o.key, owner),
                 )
@@ -341,12 +341,9 @@ def open_store(path: str | Path, *, create: bool = False) -> Store:
         if schema is None or schema[0] != SCHEMA:
             conn.close()
             raise StoreError(f"{path}: store schema {schema and schema[0]!r} is not supported (expected {SCHEMA})")
-    elif exists and path.stat().st_size > 0 and not tables and not create:
+    elif not create:  # an existing file without tables
         conn.close()
         raise StoreError(f"{path}: not a transferlab store (empty database)")
-    elif not create:
-        conn.close()
-        raise StoreError(f"{path}: not a transferlab store")
     else:
         try:
             conn.execute("PRAGMA journal_mode = WAL")
