@@ -10,7 +10,6 @@ from transferlab.cli import main
 from transferlab.cli import reproduce
 from transferlab.sweep import expand_cells, load_spec
 
-REPO = Path(__file__).resolve().parents[2]
 
 TINY_SIM = """\
 experiment = "fate"
@@ -26,21 +25,21 @@ gamma = [0.5, 1.5]
 
 
 @pytest.mark.parametrize("name", ["fate_theory.toml", "fate_quick.toml", "fate_full.toml"])
-def test_shipped_specs_match_the_reproduce_specs_and_validate(name: str) -> None:
-    texts = {n: t for part in reproduce.SPECS["fate"].values() for n, t in part.items()}
-    path = REPO / "specs" / name
-    assert path.read_text(encoding="utf-8") == texts[name]
-    cells = expand_cells(load_spec(path))
+def test_shipped_specs_validate_with_the_documented_sizes(name: str) -> None:
+    cells = expand_cells(load_spec(Path(str(reproduce.SPEC_DIR / name))))
     sizes = {"fate_theory.toml": 1600, "fate_quick.toml": 56, "fate_full.toml": 400}
+    widths = {"fate_theory.toml": {500}, "fate_quick.toml": {40}, "fate_full.toml": {100}}  # as the README says
     assert len(cells) == sizes[name]
+    assert {c.cell.config.d for c in cells} == widths[name]
     if name == "fate_full.toml":
-        assert {c.cell.config.d for c in cells} == {reproduce.FULL_WIDTH}
         assert {c.cell.config.instances for c in cells} == {20}
 
 
 def test_reproduce_writes_specs_store_figures_and_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # one tiny simulation spec keeps this test quick (the figures dominate its time)
-    monkeypatch.setitem(reproduce.SPECS, "fate", {"quick": {"fate_quick.toml": TINY_SIM}})
+    (tmp_path / "fate_quick.toml").write_text(TINY_SIM, encoding="utf-8")
+    monkeypatch.setattr(reproduce, "SPEC_DIR", tmp_path)
+    monkeypatch.setitem(reproduce.SPECS, "fate", {"quick": ("fate_quick.toml",)})
     out = tmp_path / "out"
     assert main(["reproduce", "fate", "--quick", "--out", str(out), "--executor", "serial"]) == 0
     assert (out / "fate_quick.toml").read_text() == TINY_SIM

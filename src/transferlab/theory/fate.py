@@ -426,7 +426,7 @@ def finetune_transferability_finite_source_corrected(
     with the expectations ``r0^2 = E||beta_hat_s||^2`` and ``||beta_sc||^2 = E||X^+ y||^2``
     (:func:`min_norm_sq_norm`) plugged in (exact in the proportional limit). ``c = 1`` recovers
     Thm C.1; unlike it, the result depends on the target noise ``sigma``. Example: ``gamma =
-    gamma_s = 0.5``, ``sigma_s = 0.2``, ``sigma = 0``, ``theta = pi/4``: 0.0625 (Thm C.1: 0.0836).
+    gamma_s = 0.5``, ``sigma_s = 0.2``, ``sigma = 0``, ``theta = pi/4``: 0.0584 (Thm C.1: 0.0836).
 
     Args:
         theta: angle (radians); gamma: target ratio (> 0, != 1); gamma_s: source ratio (> 0, != 1);
