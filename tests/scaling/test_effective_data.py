@@ -75,7 +75,7 @@ def test_inversion_is_robust_to_half_a_percent_noise_on_plateauing_curves():
     0.3 D(N), so a 0.5 % loss error alone moves D by 5-25 %. The fit averages 25 points, so we ask
     for the fitted curve within 1.5 % of the truth and every inverted D (up to 0.3 D(N), where the
     curve is flattening into its plateau) within a factor exp(0.35) = 1.4; measured worst case
-    over 60 curves: 0.9 % and 0.22."""
+    over these 12 curves: 0.9 % and 0.22."""
     worst_curve, worst_log_d = 0.0, 0.0
     for seed in range(4):
         rng = np.random.default_rng(seed)

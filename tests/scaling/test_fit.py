@@ -43,18 +43,21 @@ def test_fit_the_fits_critical_sizes_follow_eq_c1(clean_effective):
     np.testing.assert_allclose(n_star, critical_model_size(d_f, TransferLaw(TRUE_K, TRUE_ALPHA, TRUE_BETA)), rtol=1e-6)
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_noisy_surface_recovery_at_0_2_percent(seed):
-    """Reproduction target 8: 0.2 % multiplicative loss noise. Over seeds 0-49 the worst errors of
-    any of the three methods were 0.0056 (alpha), 0.0080 (beta), 0.057 (log10 k), well inside the
-    issue's bounds 0.02 / 0.02 / 0.15 (science.md's own check: 0.175 / 0.381 / 4.30)."""
-    d_f, n, d_t = surface_effective(0.002, seed).points()
-    assert d_f.size >= 100
-    for method in FIT_METHODS:
-        fit = fit_transfer_law(d_f, n, d_t, method=method)
-        assert abs(fit.alpha - TRUE_ALPHA) < 0.02, (method, fit)
-        assert abs(fit.beta - TRUE_BETA) < 0.02, (method, fit)
-        assert abs(fit.log10_k - TRUE_LOG10_K) < 0.15, (method, fit)
+def test_noisy_surface_recovery_at_0_2_percent_over_50_seeds():
+    """Reproduction target 8: 0.2 % multiplicative loss noise, 50 seeded surfaces, all three methods.
+    The issue's bounds are 0.02 / 0.02 / 0.15 (alpha / beta / log10 k; science.md's own check:
+    0.175 / 0.381 / 4.30); the worst errors are the documented 0.0056 / 0.0080 / 0.057."""
+    worst = np.zeros(3)
+    for seed in range(50):
+        d_f, n, d_t = surface_effective(0.002, seed).points()
+        assert d_f.size >= 100
+        for method in FIT_METHODS:
+            fit = fit_transfer_law(d_f, n, d_t, method=method)
+            errors = [abs(fit.alpha - TRUE_ALPHA), abs(fit.beta - TRUE_BETA), abs(fit.log10_k - TRUE_LOG10_K)]
+            worst = np.maximum(worst, errors)
+    print(f"\nworst errors over 50 seeds: alpha {worst[0]:.4f}, beta {worst[1]:.4f}, log10 k {worst[2]:.3f}")
+    assert np.all(worst < [0.02, 0.02, 0.15]), worst
+    assert np.all(worst < [0.00565, 0.00805, 0.0575]), worst  # the documented 0.0056 / 0.0080 / 0.057
 
 
 def test_huber_resists_gross_outliers_where_least_squares_does_not():
@@ -132,6 +135,8 @@ def test_bootstrap_coverage_over_50_seeds():
     print(f"\nbootstrap coverage of 95 % intervals over {n_seeds} seeds: {coverage}")
     assert min(coverage["model_size"].values()) >= 0.80, coverage
     assert min(coverage["points"].values()) >= 0.70, coverage
+    # every draw is seeded: these are exactly the counts quoted in the README and fit.py's docstring
+    assert hits["model_size"].tolist() == [43, 45, 46] and hits["points"].tolist() == [45, 40, 39], hits
 
 
 def test_too_few_points_status_and_errors():

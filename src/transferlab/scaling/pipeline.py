@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,24 +33,9 @@ class TransferAnalysis:
     surface: ChinchillaFit
 
     def summary(self) -> dict[str, object]:
-        """JSON-ready summary: the law with intervals, status, point counts, the surface fit."""
-        fit = self.fit
+        """JSON-ready summary: the fit (:meth:`FitResult.to_dict`), point counts, the surface fit."""
         return {
-            "k": fit.k,
-            "alpha": fit.alpha,
-            "beta": fit.beta,
-            "log10_k": fit.log10_k,
-            "intervals": {k: list(v) for k, v in fit.intervals.items()},
-            "level": fit.level,
-            "status": fit.status,
-            "method": fit.method,
-            "resample": fit.resample,
-            "n_boot": fit.n_boot,
-            "n_boot_failed": fit.n_boot_failed,
-            "n_points": fit.n_points,
-            "n_model_sizes": fit.n_model_sizes,
-            "residual_std_log": fit.residual_std,
-            "message": fit.message,
+            **self.fit.to_dict(),
             "point_status_counts": self.effective.counts(),
             "scratch_surface": self.surface.to_dict(),
         }
@@ -98,6 +82,4 @@ def analyze_transfer(
         fit = fit_transfer_law(d_f, n, d_t, method=method)
     scratch = table.subset("scratch")
     surface = fit_chinchilla(scratch.model_size, scratch.data_size, scratch.loss)
-    if not all(math.isfinite(v) for v in (fit.k, fit.alpha, fit.beta)):  # pragma: no cover - defensive
-        raise FitError("the transfer-law fit returned non-finite parameters")
     return TransferAnalysis(table=table, effective=effective, fit=fit, surface=surface)
