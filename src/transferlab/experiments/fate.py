@@ -188,26 +188,20 @@ def cell_theory(cfg: FateConfig) -> dict[str, float]:
     where no finite theory exists.
     """
     gamma, d = cfg.n / cfg.d, cfg.d
+    gamma_s = None if cfg.source_n is None else cfg.source_n / d
     r_sc = float(theory.scratch_risk(gamma, cfg.sigma, d))
+    args = (cfg.theta, cfg.n, d, cfg.sigma, cfg.ridge, cfg.layers, gamma_s, cfg.source_sigma)
+    r_lt = r_sc - float(_theory_transferability("linear_transfer", *args))
+    t_ft = float(_theory_transferability("finetune", *args))
     out: dict[str, float] = {}
-    if cfg.source_n is None:
-        r_lt = theory.linear_transfer_risk(cfg.theta, cfg.n, cfg.sigma, cfg.ridge)
-        t_ft = theory.finetune_transferability_corrected(cfg.theta, gamma, cfg.sigma, d, cfg.layers)
-        if "finetune" in cfg.protocols:
+    if "finetune" in cfg.protocols:  # the paper's uncorrected forms, beside the corrected one
+        if gamma_s is None:
             out["theory_T_finetune_eq15"] = float(theory.finetune_transferability(cfg.theta, gamma))
-    else:
-        gamma_s = cfg.source_n / d
-        r_lt = theory.linear_transfer_risk_finite_source(
-            cfg.theta, cfg.n, cfg.sigma, gamma_s, cfg.source_sigma, cfg.ridge, cfg.layers
-        )
-        t_ft = theory.finetune_transferability_finite_source_corrected(
-            cfg.theta, gamma, gamma_s, cfg.source_sigma, cfg.sigma, d, cfg.layers
-        )
-        if "finetune" in cfg.protocols:
+        else:
             out["theory_T_finetune_eqC1"] = float(
                 theory.finetune_transferability_finite_source(cfg.theta, gamma, gamma_s, cfg.source_sigma, d)
             )
-    risks = {"scratch": r_sc, "linear_transfer": float(r_lt), "finetune": r_sc - float(t_ft)}
+    risks = {"scratch": r_sc, "linear_transfer": r_lt, "finetune": r_sc - t_ft}
     for p in cfg.protocols:
         out[f"theory_risk_{p}"] = risks[p]
         if p != "scratch":
@@ -378,21 +372,26 @@ def _fine_theory(setting: dict[str, Any], tx: Protocol, thetas: np.ndarray, gamm
     valid = (np.abs(n - d) > 1) & ((n > 2) | (ridge > 0))
     out = np.full((thetas.size, gammas.size), np.nan)
     g, th = gammas[valid], thetas[:, None]
+    source = None if gamma_s is None else round(gamma_s * d) / d
+    out[:, valid] = _theory_transferability(tx, th, g * d, d, sigma, ridge, layers, source, sigma_s)
+    return out
+
+
+def _theory_transferability(tx: Protocol, theta: Any, n: Any, d: int, sigma: float, ridge: float, layers: int,
+                            gamma_s: float | None, sigma_s: float) -> np.ndarray:
+    """``T_tx = R_sc - R_tx`` in closed form at finite ``d`` (broadcasting over ``theta`` and ``n``):
+    linear transfer by the exact ridge probe, fine-tuning with the balancedness scale; from a
+    population source (``gamma_s is None``) or a finite one (``n_s / d = gamma_s``, noise ``sigma_s``)."""
+    gamma = np.asarray(n, dtype=np.float64) / d
     if tx == "linear_transfer":
         if gamma_s is None:
-            r_lt = theory.linear_transfer_risk(th, g * d, sigma, ridge)
+            r_lt = theory.linear_transfer_risk(theta, n, sigma, ridge)
         else:
-            r_lt = theory.linear_transfer_risk_finite_source(
-                th, g * d, sigma, round(gamma_s * d) / d, sigma_s, ridge, layers
-            )
-        out[:, valid] = theory.scratch_risk(g, sigma, d) - r_lt
-    elif gamma_s is None:
-        out[:, valid] = theory.finetune_transferability_corrected(th, g, sigma, d, layers)
-    else:
-        out[:, valid] = theory.finetune_transferability_finite_source_corrected(
-            th, g, round(gamma_s * d) / d, sigma_s, sigma, d, layers
-        )
-    return out
+            r_lt = theory.linear_transfer_risk_finite_source(theta, n, sigma, gamma_s, sigma_s, ridge, layers)
+        return theory.scratch_risk(gamma, sigma, d) - r_lt
+    if gamma_s is None:
+        return theory.finetune_transferability_corrected(theta, gamma, sigma, d, layers)
+    return theory.finetune_transferability_finite_source_corrected(theta, gamma, gamma_s, sigma_s, sigma, d, layers)
 
 
 def _fine_axes(setting: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:

@@ -281,7 +281,8 @@ def simulate_fate(
 
     risks: dict[str, np.ndarray] = {}
     results: dict[str, GDResult] = {}
-    target = LeastSquaresObjective.empirical(X_t, y_t)  # one SVD shared by scratch and fine-tuning
+    # one SVD of the target data, shared by scratch and fine-tuning (linear transfer needs none)
+    target = LeastSquaresObjective.empirical(X_t, y_t) if {"scratch", "finetune"} & set(protocols) else None
     if "scratch" in protocols:
         net, results["scratch"] = _trained_copy(init.repeat_instances(instances), target, scratch_settings)
         risks["scratch"] = teacher_risk(net.end_to_end().detach(), beta_t_rows)
