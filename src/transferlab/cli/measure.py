@@ -32,7 +32,7 @@ def measure_command(
     list_all: bool = typer.Option(False, "--list", help="List every measure, what it returns and its invariances."),
 ) -> None:
     """Compute one measure on arrays stored as .npy files and print the value."""
-    from transferlab.measures import get_measure, information_imbalance, list_measures
+    from transferlab.measures import get_measure, list_measures
 
     if list_all:
         infos = list_measures()
@@ -55,12 +55,7 @@ def measure_command(
     if info.inputs in ("pair", "samples"):
         if b is None:
             raise ConfigError(f"measure {info.name!r} compares two arrays: give A.npy and B.npy")
-        second = _load(b, "B")
-        if info.name == "information_imbalance":
-            xy, yx = information_imbalance(first, second)
-            value: float | dict[str, float] = {"x_to_y": xy, "y_to_x": yx}
-        else:
-            value = info.func(first, second)
+        value: float | dict[str, float] = (info.report or info.func)(first, _load(b, "B"))
     elif info.inputs == "single":
         value = info.func(first)
     else:

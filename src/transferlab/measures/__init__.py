@@ -32,7 +32,6 @@ from transferlab.measures.divergence import (
     gaussian_kl_from_moments,
     knn_kl,
     linear_gaussian_kl,
-    linear_gaussian_kl_angle,
     mmd2,
     sliced_wasserstein_distance,
     wasserstein_distance,
@@ -89,7 +88,6 @@ __all__ = [
     "bures_wasserstein_distance",
     "energy_distance",
     "linear_gaussian_kl",
-    "linear_gaussian_kl_angle",
     # transferability
     "logme_score",
     "leep_score",

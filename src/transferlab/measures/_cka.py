@@ -84,10 +84,12 @@ class LinearCKAAccumulator:
     >>> acc.cka(debiased=False)           # doctest: +SKIP
     """
 
-    def __init__(self) -> None:
+    def __init__(self, shift_x: np.ndarray | None = None, shift_y: np.ndarray | None = None) -> None:
+        """``shift_x (p,)``, ``shift_y (q,)``: subtracted from every batch (default: the first
+        batch's column means); the exact column means give the best-conditioned sums."""
         self._n = 0
-        self._shift_x: np.ndarray | None = None
-        self._shift_y: np.ndarray | None = None
+        self._shift_x = None if shift_x is None else np.asarray(shift_x, dtype=np.float64)
+        self._shift_y = None if shift_y is None else np.asarray(shift_y, dtype=np.float64)
         self._terms: dict[str, Any] = {}
 
     @property
@@ -235,9 +237,7 @@ def _hsic_triplet(x, y, kernel, debiased, sigma, method) -> tuple[float, float, 
         if method == "auto":
             method = "feature" if p * q <= n * (p + q) else "gram"
         if method == "feature":
-            acc = LinearCKAAccumulator()
-            acc._shift_x = x.mean(axis=0, dtype=np.float64)  # exact mean: best-conditioned shift
-            acc._shift_y = y.mean(axis=0, dtype=np.float64)
+            acc = LinearCKAAccumulator(x.mean(axis=0, dtype=np.float64), y.mean(axis=0, dtype=np.float64))
             acc.update(x, y)
             return acc._hsic_terms(debiased)
         k, l = _linear_grams(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
@@ -268,8 +268,8 @@ def cka_similarity(
     ``CKA(X, Y) = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))`` with ``K``, ``L`` the Gram matrices of
     ``X (n, p)`` and ``Y (n, q)`` (Kornblith et al. 2019). Linear CKA equals
     ``||X_c^T Y_c||_F^2 / (||X_c^T X_c||_F ||Y_c^T Y_c||_F)`` and is computed in feature space when
-    that is cheaper (``O(n p q)`` time, memory ``O(pq + block * (p + q))``; float32 input is
-    converted to float64 block by block).
+    that is cheaper (``O(n p q)`` time, memory ``O(pq + block * (p + q))``; float32 inputs are
+    multiplied in float32 block by block and accumulated in float64, see :class:`LinearCKAAccumulator`).
 
     Biased CKA lies in ``[0, 1]``; debiased CKA (``debiased=True``, Song et al. 2012 HSIC) removes
     the finite-``n`` bias toward 1 and may be slightly negative for unrelated representations.

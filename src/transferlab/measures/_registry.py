@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 from transferlab.errors import ConfigError
 from transferlab.measures import _cca, _cka, _neighbours, dimension, divergence, transferability
@@ -48,6 +48,8 @@ class MeasureInfo:
     identity_per_n: Callable[[int], float] | None = None
     metric: bool = False
     invariances: Mapping[str, bool] = field(default_factory=dict)
+    #: the complete result reported by the CLI, where ``func`` returns one component of it
+    report: Callable[..., Any] | None = None
 
     def invariance_text(self) -> str:
         """One line: ``orthogonal yes, ...`` for the CLI listing."""
@@ -67,6 +69,11 @@ _DISTANCE_INV = _inv(True, False, True, True, False)
 
 def _imbalance_xy(x, y) -> float:
     return _neighbours.information_imbalance(x, y)[0]
+
+
+def _imbalance_both(x, y) -> dict[str, float]:
+    xy, yx = _neighbours.information_imbalance(x, y)
+    return {"x_to_y": xy, "y_to_x": yx}
 
 
 _ENTRIES = [
@@ -106,7 +113,7 @@ _ENTRIES = [
     MeasureInfo(
         "information_imbalance", _imbalance_xy, "pair",
         "Delta(X->Y) in [2/n, ~1] (the CLI prints both directions)", False,
-        identity_per_n=lambda n: 2.0 / n, invariances=_SIMILARITY_INV,
+        identity_per_n=lambda n: 2.0 / n, invariances=_SIMILARITY_INV, report=_imbalance_both,
     ),
     MeasureInfo("gaussian_kl", divergence.gaussian_kl, "samples", "KL(N_X || N_Y) of Gaussian fits, nats", False, 0.0, invariances=_AFFINE_INV),
     MeasureInfo("knn_kl", divergence.knn_kl, "samples", "1-NN estimate of KL(P_X || P_Y), nats", False, None, invariances=_SIMILARITY_INV),

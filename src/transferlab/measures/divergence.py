@@ -35,7 +35,6 @@ __all__ = [
     "bures_wasserstein_distance",
     "energy_distance",
     "linear_gaussian_kl",
-    "linear_gaussian_kl_angle",
 ]
 
 
@@ -110,7 +109,8 @@ def gaussian_kl(x: Any, y: Any, *, regularization: float = 0.0) -> float:
 
 def linear_gaussian_kl(beta_s: Any, beta_t: Any, sigma: float) -> float:
     """Analytic KL between the tasks ``p_s(x, y) = p(x) N(y; x.beta_s, sigma^2)`` and ``p_t`` for
-    ``x ~ N(0, I)``: ``KL(p_s || p_t) = ||beta_s - beta_t||^2 / (2 sigma^2)`` (paper 1, App. A).
+    ``x ~ N(0, I)``: ``KL(p_s || p_t) = ||beta_s - beta_t||^2 / (2 sigma^2)`` (paper 1, App. A). For
+    unit-norm teachers at angle ``theta`` this is :func:`transferlab.theory.fate.task_kl`.
     """
     bs = as_matrix(beta_s, "beta_s", min_samples=1)[:, 0]
     bt = as_matrix(beta_t, "beta_t", min_samples=1)[:, 0]
@@ -119,16 +119,6 @@ def linear_gaussian_kl(beta_s: Any, beta_t: Any, sigma: float) -> float:
     sigma = check_positive(sigma, "sigma")
     diff = bs - bt
     return float(diff @ diff / (2.0 * sigma * sigma))
-
-
-def linear_gaussian_kl_angle(theta: float, sigma: float) -> float:
-    """:func:`linear_gaussian_kl` for unit-norm teachers at angle ``theta``: ``(1 - cos theta) / sigma^2``
-    (0, 7.32, 25, 50 at ``theta = 0, pi/4, pi/2, pi`` with ``sigma = 0.2``).
-    """
-    if not np.isfinite(theta):
-        raise DataError(f"theta must be finite, got {theta!r}")
-    sigma = check_positive(sigma, "sigma")
-    return float((1.0 - np.cos(theta)) / sigma**2)
 
 
 # ----------------------------------------------------------------------------- k-NN KL
@@ -177,8 +167,9 @@ def mmd2(
       ``h_p = k(x_{2p}, x_{2p+1}) + k(y_{2p}, y_{2p+1}) - k(x_{2p}, y_{2p+1}) - k(x_{2p+1}, y_{2p})``;
       unbiased, higher variance, ``O(n)`` time; uses the rows in the order given.
 
-    ``sigma=None`` takes the median pairwise distance of the pooled sample (on at most 2000 evenly
-    spaced rows of each sample). Quadratic estimators use ``O(block * (n + m))`` memory.
+    ``sigma=None`` takes the median pairwise distance of the pooled sample, computed on evenly spaced
+    rows (1000-2000 of each sample, at most 2000 pooled). Quadratic estimators use
+    ``O(block * (n + m))`` memory.
     """
     estimator = check_choice(estimator, "estimator", ("unbiased", "biased", "linear"))
     x, y = _samples(x, y)

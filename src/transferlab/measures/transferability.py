@@ -209,12 +209,13 @@ def ledoit_wolf_shrinkage(features: Any) -> float:
     """Ledoit-Wolf (2004) optimal shrinkage ``a`` in ``[0, 1]`` for ``(1 - a) S + a tr(S)/d I`` with
     ``S = F_c^T F_c / n`` the (biased) covariance of ``features (n, d)``."""
     f = as_matrix(features, "features")
-    return _ledoit_wolf(f - f.mean(axis=0))
+    fc = f - f.mean(axis=0)
+    return _ledoit_wolf(fc, fc.T @ fc / fc.shape[0])
 
 
-def _ledoit_wolf(fc: np.ndarray) -> float:
+def _ledoit_wolf(fc: np.ndarray, s: np.ndarray) -> float:
+    """Shrinkage for centred ``fc (n, d)`` with its biased covariance ``s`` already computed."""
     n, d = fc.shape
-    s = fc.T @ fc / n
     mu = np.trace(s) / d
     # delta = ||S - mu I||_F^2 / d ; beta = (1/(n^2 d)) sum_i ||x_i x_i^T - S||_F^2, capped at delta.
     delta = (np.sum(s * s) - d * mu * mu) / d
@@ -244,16 +245,14 @@ def h_score(features: Any, labels: Any, *, shrinkage: None | str | float = None)
     n, d = f.shape
     fc = f - f.mean(axis=0)
     cov = fc.T @ fc / n
-    means = np.zeros((n_classes, d))
-    np.add.at(means, codes, fc)
-    means /= np.bincount(codes, minlength=n_classes)[:, None]
-    g = means[codes]
-    cov_g = g.T @ g / n
+    counts = np.bincount(codes, minlength=n_classes)
+    means = (np.eye(n_classes)[codes].T @ fc) / counts[:, None]  # (C, d) class means
+    cov_g = (means.T * counts) @ means / n  # = sum_c n_c m_c m_c^T / n, the covariance of E[F | y]
     if shrinkage is None:
         a = 0.0
     elif isinstance(shrinkage, str):
         check_choice(shrinkage, "shrinkage", ("ledoit-wolf",))
-        a = _ledoit_wolf(fc)
+        a = _ledoit_wolf(fc, cov)
     else:
         a = check_fraction(shrinkage, "shrinkage", closed_high=True)
     if a > 0.0:
