@@ -1,0 +1,192 @@
+"""The batched-network interface of the transfer core: ordered blocks plus a head.
+
+A :class:`BlockNet` holds ``I`` independent networks (the *instances*) stacked along a leading axis of
+every parameter and activation, so I copies train as one tensor program. Each network is the
+composition
+
+    f(x) = head(B_L(... B_2(B_1(x))))
+
+of ``L`` blocks and a head. Transfer protocols address it by block index k:
+
+- ``features(x, k)``: the activations after block k (k = 0 is the input itself), shape (I, n, *s_k);
+- ``forward_from(h, k)``: blocks k+1..L and the head applied to such activations;
+- ``freeze_first(k)``: blocks 1..k stop requiring gradients, the rest (and the head) train;
+- ``reinit_after(k, generator)``: fresh, independent draws for blocks k+1..L and the head.
+
+Inputs are ``(I, n, *input_shape)`` (one data set per instance) or ``(n, *input_shape)`` (one data
+set shared by every instance, broadcast without a copy). Outputs are ``(I, n, out_features)``.
+
+Every layer inside a block is *batched*: its parameters carry the leading instances axis and it
+maps ``(I, n, ...) -> (I, n, ...)``; :class:`BatchedLinear` is the basic one. A batched layer that
+has parameters implements ``reset_parameters(generator)``, drawing each instance independently from
+the generator it is given (never the global RNG).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from transferlab.errors import ConfigError, DataError
+
+__all__ = ["BatchedLinear", "BlockNet", "check_count", "reset_module"]
+
+
+def check_count(name: str, value: object, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``; bools and non-integers raise :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+class BatchedLinear(nn.Module):
+    """``I`` independent affine maps x -> x W_i + b_i.
+
+    Parameters: ``weight`` (I, d_in, d_out), ``bias`` (I, 1, d_out). Input (I, n, d_in) -> (I, n, d_out).
+    Initialisation matches ``torch.nn.Linear``'s default for each instance: W and b uniform on
+    [-1/sqrt(d_in), 1/sqrt(d_in)], so instance i equals an ``nn.Linear`` with ``weight = W_i^T``.
+    """
+
+    def __init__(
+        self,
+        instances: int,
+        d_in: int,
+        d_out: int,
+        *,
+        bias: bool = True,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        self.instances = check_count("instances", instances)
+        self.d_in = check_count("d_in", d_in)
+        self.d_out = check_count("d_out", d_out)
+        self.weight = nn.Parameter(torch.empty(instances, d_in, d_out, dtype=dtype))
+        self.bias = nn.Parameter(torch.empty(instances, 1, d_out, dtype=dtype)) if bias else None
+        self.reset_parameters(generator)
+
+    def reset_parameters(self, generator: torch.Generator | None) -> None:
+        """Redraw every instance's weights from ``generator`` (required: no global RNG)."""
+        if generator is None:
+            raise ConfigError("BatchedLinear needs a torch.Generator to draw its weights")
+        bound = 1.0 / math.sqrt(self.d_in)
+        with torch.no_grad():
+            for p in (self.weight, self.bias):
+                if p is not None:
+                    draw = torch.rand(p.shape, generator=generator, dtype=torch.float64)
+                    p.copy_((2 * draw - 1) * bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bias is None:
+            return torch.bmm(x, self.weight)
+        return torch.baddbmm(self.bias, x, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"instances={self.instances}, d_in={self.d_in}, d_out={self.d_out}, bias={self.bias is not None}"
+
+
+def reset_module(module: nn.Module, generator: torch.Generator) -> None:
+    """Redraw the parameters of every batched layer inside ``module`` from ``generator``, in
+    module order (the order is part of the seeding contract: same generator state, same weights)."""
+    for sub in module.modules():
+        if hasattr(sub, "reset_parameters") and any(True for _ in sub.parameters(recurse=False)):
+            sub.reset_parameters(generator)
+
+
+class BlockNet(nn.Module):
+    """``instances`` independent networks made of ordered blocks and a head (see module docstring).
+
+    Args:
+        blocks: the L blocks, each a batched module (I, n, *s_{k-1}) -> (I, n, *s_k).
+        head: batched module (I, n, *s_L) -> (I, n, out_features).
+        input_shape: per-sample input shape s_0 (e.g. ``(784,)`` or ``(1, 28, 28)``).
+        instances: I, the leading axis of every parameter.
+        block_names: one name per block (default ``"block1"``, ...), used in results and errors.
+    """
+
+    def __init__(
+        self,
+        blocks: Sequence[nn.Module],
+        head: nn.Module,
+        *,
+        input_shape: Sequence[int],
+        instances: int,
+        block_names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.head = head
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.instances = check_count("instances", instances)
+        names = tuple(block_names) if block_names is not None else tuple(f"block{i + 1}" for i in range(len(blocks)))
+        if len(names) != len(self.blocks) or len(set(names)) != len(names):
+            raise ConfigError(f"block_names must be {len(self.blocks)} distinct names, got {names!r}")
+        self.block_names = names
+
+    @property
+    def n_blocks(self) -> int:
+        """L, the number of blocks before the head."""
+        return len(self.blocks)
+
+    def _check_k(self, k: int) -> int:
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= self.n_blocks:
+            raise ConfigError(f"k must be an integer in 0..{self.n_blocks} (the number of blocks), got {k!r}")
+        return k
+
+    def batch_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as (I, n, *input_shape): a shared (n, *input_shape) array is broadcast (no copy).
+
+        Raises:
+            DataError: the trailing shape is not ``input_shape`` or the instances axis differs from I.
+        """
+        s = self.input_shape
+        if x.ndim == len(s) + 1 and tuple(x.shape[1:]) == s:
+            return x.unsqueeze(0).expand(self.instances, *x.shape)
+        if x.ndim == len(s) + 2 and tuple(x.shape[2:]) == s and x.shape[0] == self.instances:
+            return x
+        raise DataError(
+            f"input must have shape (n, {', '.join(map(str, s))}) or ({self.instances}, n, "
+            f"{', '.join(map(str, s))}), got {tuple(x.shape)}"
+        )
+
+    def features(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """Activations after block k (k = 0: the input, broadcast to I instances): (I, n, *s_k)."""
+        h = self.batch_input(x)
+        for block in self.blocks[: self._check_k(k)]:
+            h = block(h)
+        return h
+
+    def forward_from(self, h: torch.Tensor, k: int) -> torch.Tensor:
+        """Blocks k+1..L and the head on activations ``h`` after block k: (I, n, out_features)."""
+        for block in self.blocks[self._check_k(k) :]:
+            h = block(h)
+        return self.head(h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """f(x) for every instance: (n, *s_0) or (I, n, *s_0) -> (I, n, out_features)."""
+        return self.forward_from(self.batch_input(x), 0)
+
+    def block_parameters(self, k: int) -> list[nn.Parameter]:
+        """The parameters of block k (1-based; k = L + 1 means the head)."""
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.n_blocks + 1:
+            raise ConfigError(f"block index must be in 1..{self.n_blocks + 1} (L + 1 = head), got {k!r}")
+        module = self.head if k == self.n_blocks + 1 else self.blocks[k - 1]
+        return list(module.parameters())
+
+    def freeze_first(self, k: int) -> None:
+        """Blocks 1..k stop requiring gradients; blocks k+1..L and the head require them."""
+        self._check_k(k)
+        for i, block in enumerate(self.blocks, start=1):
+            for p in block.parameters():
+                p.requires_grad_(i > k)
+        for p in self.head.parameters():
+            p.requires_grad_(True)
+
+    def reinit_after(self, k: int, generator: torch.Generator) -> None:
+        """Fresh independent weights for blocks k+1..L and the head, drawn from ``generator``."""
+        for block in self.blocks[self._check_k(k) :]:
+            reset_module(block, generator)
+        reset_module(self.head, generator)
