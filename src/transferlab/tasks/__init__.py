@@ -5,15 +5,32 @@ Public names:
 - :class:`TeacherPair`, :func:`teacher_pair` -- unit source/target teachers at angle theta
 - :func:`linear_regression_data` -- Gaussian inputs and noisy linear labels, (instances, n, d)
 - :func:`standard_normal`, :data:`RandomSource` -- float64 normal draws from a torch or numpy generator
+- :func:`load_dataset`, :class:`ImageDataset`, :class:`LabelHierarchy` -- real image data (MNIST, Fashion-MNIST,
+  Animal-MNIST, digits, the 30-class union) with label hierarchies; :func:`class_balanced_subset` (see
+  :mod:`transferlab.tasks.images`)
 """
 
 from transferlab.tasks._random import RandomSource, standard_normal
+from transferlab.tasks.images import (
+    DATASET_NAMES,
+    ImageDataset,
+    LabelHierarchy,
+    class_balanced_indices,
+    class_balanced_subset,
+    load_dataset,
+)
 from transferlab.tasks.linear import TeacherPair, linear_regression_data, teacher_pair
 
 __all__ = [
+    "DATASET_NAMES",
+    "ImageDataset",
+    "LabelHierarchy",
     "RandomSource",
     "TeacherPair",
+    "class_balanced_indices",
+    "class_balanced_subset",
     "linear_regression_data",
+    "load_dataset",
     "standard_normal",
     "teacher_pair",
 ]
