@@ -19,9 +19,25 @@ from transferlab.tasks.images import (
     class_balanced_subset,
     load_dataset,
 )
+from transferlab.tasks.hidden_manifold import (  # correlated hidden-manifold tasks (see its module docstring)
+    HiddenManifoldPair,
+    HiddenManifoldTask,
+    correlated_pair,
+    hidden_manifold_data,
+    hidden_manifold_pair,
+    hidden_manifold_task,
+    perturbed_task,
+)
 from transferlab.tasks.linear import TeacherPair, linear_regression_data, teacher_pair
 
 __all__ = [
+    "HiddenManifoldPair",
+    "HiddenManifoldTask",
+    "correlated_pair",
+    "hidden_manifold_data",
+    "hidden_manifold_pair",
+    "hidden_manifold_task",
+    "perturbed_task",
     "DATASET_NAMES",
     "ImageDataset",
     "LabelHierarchy",
