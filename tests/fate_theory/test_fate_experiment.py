@@ -105,8 +105,9 @@ def test_simulate_and_both_modes_call_the_simulator() -> None:
     assert both[0]["risk_scratch"] == pytest.approx(np.mean(both[0]["risk_scratch_instances"]))
     sim = KIND.run_batch([_cell(theta=0.3, gamma=1.0, d=8, instances=2, mode="simulate", max_steps=50,
                                 protocols=["scratch", "linear_transfer"])])[0]
-    assert set(sim) == {"n", "risk_scratch", "risk_scratch_instances", "risk_linear_transfer",
-                        "risk_linear_transfer_instances"}
+    assert set(sim) == {"n", "converged", "risk_scratch", "risk_scratch_instances", "risk_linear_transfer",
+                        "risk_linear_transfer_instances", "unconverged_pretrain", "steps_pretrain",
+                        "unconverged_scratch", "steps_scratch"}
     note = KIND.run_batch([_cell(theta=0.3, gamma=1.0, d=8, instances=2, mode="both", max_steps=50)])[0]
     assert "theory_risk_scratch" not in note and note["theory_note"].startswith("no finite-size theory")
 
@@ -121,7 +122,7 @@ def test_theory_mode_end_to_end_analyze_and_figures() -> None:
     (setting,) = results.data["settings"]
     assert setting["grids"]["T_lt_theory"].shape == (5, 5) and not setting["has_sim"]
     assert np.isfinite(setting["grids"]["T_lt_theory"]).all()
-    assert len(results.tables["cells"]) == 25
+    assert len(results.tables["cells of theory_sigma0.2_d100"]) == 25
     figures = KIND.figures(results)
     assert set(figures) == {"fate_phase_lt", "fate_phase_ft", "fate_slices", "fate_ridge", "fate_finite_source",
                             "fate_divergence"}
@@ -135,7 +136,8 @@ def test_analyze_pools_instances_and_measures_agreement() -> None:
     for th in np.linspace(0.2, 1.4, 4):
         for g in (0.3, 0.6, 1.01, 1.5):
             cfg = FateConfig(theta=float(th), gamma=g, sigma=0.2, d=100, instances=30)
-            row: dict[str, Any] = {**cfg.model_dump(mode="json"), "n": cfg.n, "replicate": 0, "key": "k"}
+            row: dict[str, Any] = {**cfg.model_dump(mode="json"), "n": cfg.n, "replicate": 0, "key": "k",
+                                   "converged": True}
             if abs(cfg.n - cfg.d) > 1:
                 row.update(cell_theory(cfg))
             for p in cfg.protocols:
@@ -171,3 +173,27 @@ def test_settings_differing_in_any_field_are_analyzed_apart() -> None:
     assert any("weight_decay0.1" in label for label in labels)
     assert any("protocols" in label for label in labels)
     assert set(kind.figures(results)) >= {f"fate_phase_lt_{label}" for label in labels if "protocols" not in label}
+
+
+def test_gradient_descent_that_never_converges_is_recorded_and_excluded() -> None:
+    """lr = 1e-300 leaves every network at its init (risk ~ 1, no error): the row says converged false,
+    with per-phase counts and stopping steps, and the analysis leaves the cell out and counts it."""
+    stuck = _cell(theta=0.3, gamma=0.5, d=8, instances=3, mode="both", lr=1e-300, max_steps=20)
+    fine = _cell(theta=0.3, gamma=1.5, d=8, instances=3, mode="both")
+    rows = _rows([stuck]) + _rows([fine])  # two batches: their shapes and knobs differ
+    assert rows[0]["converged"] is False and rows[1]["converged"] is True
+    assert rows[0]["risk_scratch"] == pytest.approx(1.0, abs=0.05)  # untrained, yet finite: stored "ok"
+    assert rows[0]["unconverged_scratch"] == 3 and rows[0]["unconverged_finetune"] == 3
+    assert rows[0]["unconverged_pretrain"] == 1 and rows[0]["steps_pretrain"] == [20]
+    assert rows[0]["steps_scratch"] == [20, 20, 20]
+    assert rows[1]["unconverged_scratch"] == 0 and max(rows[1]["steps_scratch"]) < 20_000
+    results = KIND.analyze(ResultTable(rows))
+    assert results.summary["simulated cells excluded (gradient descent did not converge)"] == "1 of 2"
+    stuck_setting, fine_setting = results.data["settings"]  # lr and max_steps differ: two settings
+    assert stuck_setting["excluded"] == 1 and fine_setting["excluded"] == 0
+    assert np.isnan(stuck_setting["grids"]["risk_scratch"]).all()
+    assert np.isfinite(stuck_setting["grids"]["risk_scratch_theory"]).all(), "its theory is kept"
+    assert np.isfinite(fine_setting["grids"]["risk_scratch"]).all()
+    assert [r["excluded (not converged)"] for r in results.tables["settings"]] == [1, 0]
+    caption = KIND.figure_captions(results)[f"fate_phase_lt_{stuck_setting['label']}"]
+    assert "excluded and left blank: 1 of 1" in caption

@@ -76,7 +76,7 @@ def test_ridge_probe_exact_finite_n(n: int, theta: float, lam: float) -> None:
     [(0.5, 0.5, PI / 3, 0.2), (0.5, 0.5, PI / 4, 0.2), (1.5, 0.5, PI / 4, 0.2), (0.5, 0.25, 1.0, 0.3)],
 )
 def test_finite_source_finetuning(gamma_s: float, gamma: float, theta: float, sigma_s: float) -> None:
-    # target 6: beta_ft = beta_sc + (I - P) X_s^+ y_s with sigma_t = 0
+    # App. C: beta_ft = beta_sc + (I - P) X_s^+ y_s with sigma_t = 0
     rng = np.random.default_rng(2024)
     n, n_s = int(round(gamma * D)), int(round(gamma_s * D))
     t = []

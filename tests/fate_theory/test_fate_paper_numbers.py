@@ -1,7 +1,7 @@
-"""Every closed-form number of science.md 1.7 and reproduction targets 1-7 of 6.2 (paper 1).
+"""Every closed-form number of the figures of Tahir, Ganguli & Rotskoff (2024) (paper 1), and its limits.
 
 Tolerances: the paper's printed numbers are rounded to 3 decimals (``abs=6e-4``) or angles to 0.1 deg
-(``abs=0.06``); numbers the brief derives to 4 decimals use ``abs=6e-5``.
+(``abs=0.06``); numbers derived here to 4 decimals use ``abs=6e-5``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ DEG = PI / 180
     ("gamma", "expected"), [(0.25, 0.263), (0.5, 0.040), (0.75, -0.130), (2.0, -0.460)]
 )
 def test_fig1_linear_transferability_at_pi_over_4(gamma: float, expected: float) -> None:
-    # Fig. 1 / target 2: T_lt(theta = pi/4, sigma = 0.2)
+    # Fig. 1: T_lt(theta = pi/4, sigma = 0.2)
     assert fate.linear_transferability(PI / 4, gamma, 0.2) == pytest.approx(expected, abs=6e-4)
 
 
@@ -28,7 +28,7 @@ def test_fig1_linear_transferability_at_pi_over_4(gamma: float, expected: float)
     [(PI / 8, 0.424), (PI / 4, 0.207), (PI / 3, 0.0), (3 * PI / 8, -0.117), (PI / 2, -0.5)],
 )
 def test_fig2_finetune_transferability_gamma_half(theta: float, expected: float) -> None:
-    # Fig. 2 / target 4 (sigma = 0)
+    # Fig. 2 (sigma = 0)
     assert fate.finetune_transferability(theta, 0.5) == pytest.approx(expected, abs=6e-4)
 
 
@@ -49,7 +49,7 @@ def test_fig2_finetune_zero_above_one_and_sixty_degree_line() -> None:
 
 
 def test_fig4_divergence_panel_numbers() -> None:
-    # Fig. 4a / target 7: gamma = 0.5, sigma = 0.2, theta in {0, pi/2, pi}
+    # Fig. 4a: gamma = 0.5, sigma = 0.2, theta in {0, pi/2, pi}
     theta = np.array([0.0, PI / 2, PI])
     assert fate.task_kl(theta, 0.2) == pytest.approx([0.0, 25.0, 50.0], abs=1e-12)
     assert fate.linear_transferability(theta, 0.5, 0.2) == pytest.approx([0.54, -0.46, 0.54], abs=1e-12)
@@ -83,14 +83,14 @@ def test_target7_fixed_pair_flips_sign_three_times() -> None:
      (0.4, None, 0.2161), (0.5, 0.5556, 0.2413)],
 )
 def test_ridge_curve(lam: float, pi4: float | None, pi8: float) -> None:
-    # notebook ridge_reg_lt / target 3 (n -> inf)
+    # the authors' notebook plot ridge_reg_lt (Thm 3.8, n -> inf)
     assert fate.linear_transfer_risk_ridge(PI / 8, lam) == pytest.approx(pi8, abs=6e-5)
     if pi4 is not None:
         assert fate.linear_transfer_risk_ridge(PI / 4, lam) == pytest.approx(pi4, abs=6e-5)
 
 
 def test_ridge_finite_n_within_target3_tolerance() -> None:
-    # target 3: the n = 5000 values lie within +-0.003 of the asymptote
+    # the n = 5000 values lie within +-0.003 of the asymptote
     lam = np.array([0.0, 0.1, 0.3, 0.5])
     finite = fate.linear_transfer_risk(PI / 4, 5000, 0.2, lam)
     assert finite == pytest.approx(fate.linear_transfer_risk_ridge(PI / 4, lam), abs=3e-3)
@@ -116,7 +116,7 @@ def test_target1_scratch_finite_size() -> None:
 
 def test_target2_linear_transfer_exact() -> None:
     assert fate.linear_transfer_risk(PI / 4, 200, 0.2) == pytest.approx(0.5027, abs=6e-5)
-    # the brief's MC reference value 0.5 + 0.54/198 at n = 200
+    # eq. 10 written out: 0.5 + 0.54/198 at n = 200
     assert fate.linear_transfer_risk(PI / 4, 200, 0.2) == pytest.approx(0.5 + 0.54 / 198, abs=1e-12)
 
 
@@ -155,7 +155,7 @@ def test_fig7_noiseless_boundary() -> None:
 
 @pytest.mark.parametrize(("gamma", "c", "deg"), [(0.25, 1.005, 59.8), (0.5, 1.013, 59.6), (0.75, 1.033, 58.9)])
 def test_balancedness_correction_sigma_02(gamma: float, c: float, deg: float) -> None:
-    # science.md 1.4 item 8 / target 4
+    # docs/derivations/finite_source_finetuning.md
     assert fate.balancedness_scale(gamma, 0.2) == pytest.approx(c, abs=6e-4)
     assert fate.finetune_break_even_angle(gamma, 0.2) / DEG == pytest.approx(deg, abs=0.06)
     t = fate.finetune_transferability_corrected(fate.finetune_break_even_angle(gamma, 0.2), gamma, 0.2)

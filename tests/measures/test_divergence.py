@@ -150,7 +150,8 @@ def test_energy_distance_brute_force(rng):
 
 
 def test_linear_gaussian_task_kl_numbers():
-    # science.md section 5: 0 / 7.32 / 25 / 50 at theta = 0, pi/4, pi/2, pi with sigma = 0.2,
+    # KL = (1 - cos theta)/sigma^2 (Tahir et al. 2024, App. A):
+    # 0 / 7.32 / 25 / 50 at theta = 0, pi/4, pi/2, pi with sigma = 0.2,
     # from unit teachers built at those angles (the angle form is transferlab.theory.fate.task_kl).
     q = random_orthogonal(np.random.default_rng(1), 5)
     vals = [linear_gaussian_kl(q[:, 0], np.cos(t) * q[:, 0] + np.sin(t) * q[:, 1], 0.2)

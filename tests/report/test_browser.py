@@ -105,3 +105,59 @@ def test_the_request_detector_sees_a_page_request(tmp_path):
     finally:
         server.shutdown()
     assert page_requests(netlog) == [f"http://127.0.0.1:{port}/probe.png"]
+
+
+FATE_THEORY = {"experiment": "fate", "params": {"d": 60, "mode": "theory", "ridge": 0.0},
+               "grid": {"theta": {"linspace": [0.1, 1.0, 10], "unit": "pi/2"}, "gamma": [0.2, 0.4, 0.6, 0.8, 1.25, 1.5,
+                                                                                       1.75, 2.0]}}
+FATE_SIM = {"experiment": "fate", "params": {"d": 8, "instances": 3, "mode": "both", "max_steps": 300},
+            "grid": {"theta": {"linspace": [0.25, 0.75, 2], "unit": "pi/2"}, "gamma": [0.5, 1.5]}}
+
+
+@pytest.fixture(scope="module")
+def fate_report(tmp_path_factory) -> Path:
+    """A custom fate store (80 theory cells, 4 simulated cells), reported."""
+    tmp = tmp_path_factory.mktemp("fate")
+    for spec in (FATE_THEORY, FATE_SIM):
+        run_sweep(spec_from_dict(spec), tmp / "fate.db", executor="serial")
+    return write_store_report(tmp / "fate.db", tmp / "report.html")
+
+
+def _page_height(tmp: Path, html: Path) -> int:
+    """Height in CSS pixels of the rendered page: the last screenshot row that is not white."""
+    shot = tmp / f"height-{len(list(tmp.glob('height-*')))}.png"
+    chromium(tmp, html.as_uri(), f"--screenshot={shot}", "--window-size=1200,16000", "--hide-scrollbars")
+    from matplotlib.image import imread
+
+    ink = (imread(shot)[..., :3].min(axis=2) < 0.97).any(axis=1)
+    return int(ink.nonzero()[0].max())
+
+
+def test_fate_report_reads_like_a_figure_set(fate_report: Path, tmp_path: Path) -> None:
+    """Every figure has a numbered caption in words; the theory-only figures stand apart, labelled; the
+    long cells table is collapsed beside a CSV link; no "-0" anywhere."""
+    dom = chromium(tmp_path, fate_report.as_uri(), "--dump-dom")
+    figures = re.findall(r'<figure class="tl-figure" data-name="([^"]+)".*?<figcaption>(.*?)</figcaption>', dom, re.S)
+    assert len(figures) >= 10
+    for number, (name, caption) in enumerate(figures, start=1):
+        text = re.sub(r"<[^>]+>", "", caption)
+        assert text.startswith(f"Figure {number}.") and len(re.findall(r"[A-Za-z]{2,}", text)) >= 25, (name, text)
+    theory_section = dom.index("<h2>Theory-only figures</h2>")
+    for name in ("fate_ridge", "fate_finite_source", "fate_divergence"):
+        assert dom.index(f'data-name="{name}"') > theory_section
+        assert re.search(rf'data-name="{name}".*?<figcaption><strong>Figure \d+\.</strong> Theory only', dom, re.S)
+    assert "simulated cells excluded (gradient descent did not converge)" in dom
+    assert re.search(r"<details class=\"tl-table\"><summary>show all 80 rows</summary>", dom)
+    assert 'download="cells_of_theory_sigma0.2_d60_ridge0.csv"' in dom
+    assert ">-0<" not in dom
+
+
+def test_collapsed_tables_keep_the_rendered_page_short(fate_report: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Screenshot check: the same report with every table inline is taller by at least the 80 cell rows."""
+    from transferlab.report import html as report_html
+
+    collapsed = _page_height(tmp_path, fate_report)
+    monkeypatch.setattr(report_html, "MAX_INLINE_ROWS", 10**6)
+    inline = write_store_report(fate_report.parent / "fate.db", tmp_path / "inline.html")
+    assert _page_height(tmp_path, inline) > collapsed + 80 * 15

@@ -1,4 +1,4 @@
-"""Fits of the transfer law: exact recovery, noisy recovery (target 8), robustness, bootstrap."""
+"""Fits of the transfer law: exact recovery, noisy recovery, robustness, bootstrap."""
 
 from __future__ import annotations
 
@@ -44,8 +44,8 @@ def test_fit_the_fits_critical_sizes_follow_eq_c1(clean_effective):
 
 
 def test_noisy_surface_recovery_at_0_2_percent_over_50_seeds():
-    """Reproduction target 8: 0.2 % multiplicative loss noise, 50 seeded surfaces, all three methods.
-    The issue's bounds are 0.02 / 0.02 / 0.15 (alpha / beta / log10 k; science.md's own check:
+    """0.2 % multiplicative loss noise, 50 seeded surfaces, all three methods.
+    The issue's bounds are 0.02 / 0.02 / 0.15 (alpha / beta / log10 k; a single-seed check gave
     0.175 / 0.381 / 4.30); the worst errors are the documented 0.0056 / 0.0080 / 0.057."""
     worst = np.zeros(3)
     for seed in range(50):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -172,15 +173,48 @@ README_TABLE = {  # README.md, "Scaling laws for transfer": method -> parameter 
 }
 
 
+def _assert_is_the_seed_0_surface(table: LossTable, fresh: LossTable) -> None:
+    """Grid sizes are exact by construction (:func:`log_grid`, decimal arithmetic) and regimes are
+    strings: both compare exactly. Losses come from numpy's ``pow``/``exp``, which CPUs' vector math
+    libraries round differently in the last ulp or two: compared to rtol 1e-12."""
+    for name in ("model_size", "data_size", "regime"):
+        np.testing.assert_array_equal(getattr(table, name), getattr(fresh, name), err_msg=name)
+    np.testing.assert_allclose(table.loss, fresh.loss, rtol=1e-12, atol=0)
+
+
+def test_log_grid_is_exact_and_machine_independent():
+    """10**6.5 is 3162277.660168379516...; the nearest double is 3162277.6601683795, which numpy's
+    logspace misses on some CPUs. log_grid returns it, and every grid value is the double nearest
+    to its power of ten."""
+    from decimal import Decimal, localcontext
+
+    from transferlab.scaling.synthetic import log_grid
+
+    grid = log_grid(1e5, 1e9, 9)
+    assert len(grid) == 9 and repr(grid[3]) == "3162277.6601683795"
+    with localcontext(prec=50):
+        for value, exponent in zip(log_grid(1e3, 1e11, 25), np.linspace(3, 11, 25), strict=True):
+            exact = Decimal(10) ** Decimal(float(exponent))
+            assert abs(Decimal(value) - exact) <= Decimal(math.ulp(value)) / 2  # correctly rounded
+
+
+def test_readme_quick_start_regenerates_the_committed_example(tmp_path, capsys):
+    """The README's first scaling command writes synth.csv equal to the committed example."""
+    out = tmp_path / "synth.csv"
+    assert main(["synth-transfer", str(out), "--seed", "0", "--noise", "0.002"]) == 0
+    _assert_is_the_seed_0_surface(read_losses_csv(out), read_losses_csv(EXAMPLE))
+    readme = (EXAMPLE.parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "transferlab synth-transfer synth.csv --seed 0 --noise 0.002" in readme
+    assert "transferlab synth-transfer examples/" not in readme  # never over the committed file
+
+
 def test_readme_recovery_table_reproduces_from_the_committed_example():
     """The committed example is the seed-0 synthetic surface, and fitting it with the documented
     settings (1000 model-size resamples, seed 0) gives the README's table to its printed digits."""
     from transferlab.scaling import analyze_transfer
 
     table = read_losses_csv(EXAMPLE)
-    fresh = synthetic_losses(SyntheticSurface(noise=0.002), seed=0)
-    for name in ("model_size", "data_size", "loss"):
-        np.testing.assert_array_equal(getattr(table, name), getattr(fresh, name))
+    _assert_is_the_seed_0_surface(table, synthetic_losses(SyntheticSurface(noise=0.002), seed=0))
     for method, params in README_TABLE.items():
         analysis = analyze_transfer(table, method=method, n_boot=1000, seed=0)
         assert analysis.effective.counts()["ok"] == 113 and analysis.effective.counts()["high_data"] == 4

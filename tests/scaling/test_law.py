@@ -1,4 +1,4 @@
-"""The law's algebra against the paper's numbers (science.md sections 3.3, 3.4, 3.5 and 6.2 target 8).
+"""The law's algebra against the numbers of Hernandez et al. (2021): Table 1, Fig. 1, Sec. 6.2, eq. 1.1.
 
 Tolerances: the paper's table values are printed with 3 significant figures, so a relative
 tolerance of 0.5 % (half a unit in the last place of the smallest, e.g. 475 +- 0.5 is 0.1 %, 1.42e8
@@ -26,7 +26,7 @@ from transferlab.scaling import (
 )
 from transferlab.scaling.synthetic import KAPLAN_WEBTEXT2_SEPARATE
 
-# science.md 3.5: (law, N, D_F, D_T, D_T/D_F, D_T/(D_T+D_F))
+# computed from eq. 1.1 and Table 1: (law, N, D_F, D_T, D_T/D_F, D_T/(D_T+D_F))
 TABLE_35 = [
     (TEXT_TO_PYTHON, 4e7, 3e5, 1.42e8, 475, 0.998),
     (TEXT_TO_PYTHON, 1e6, 1e6, 4.35e7, 43.5, 0.978),
@@ -54,7 +54,7 @@ def test_gpt3_scale_estimates_of_section_6_2():
     n = 1.75e11
     text = transferred_data(1.0, n, TEXT_TO_PYTHON)
     code = transferred_data(1.0, n, TEXT_CODE_TO_PYTHON)
-    # eq. 1.1 values (3 significant figures, as in science.md target 8)
+    # eq. 1.1 values to 3 significant figures (Sec. 6.2 quotes 3.7e8 and 4.1e9)
     assert text == pytest.approx(3.56e8, rel=5e-3)
     assert code == pytest.approx(3.93e9, rel=5e-3)
     # the paper's rounded estimates 3.7e8 and 4.1e9 "within a few percent"
@@ -80,7 +80,7 @@ def test_section_3_3_exchange_rates_and_critical_size_slope():
 
 
 def test_fig1_point_is_about_twice_the_global_fit():
-    # science.md 3.4: the Fig. 1 example (N = 40M, D_F = 3e5) reads D_T ~ 1000 D_F; eq. 1.1 gives 475.
+    # the Fig. 1 example (N = 40M, D_F = 3e5) reads D_T ~ 1000 D_F; eq. 1.1 gives 475.
     ratio = transferred_data(3e5, 4e7, TEXT_TO_PYTHON) / 3e5
     assert 1000 / ratio == pytest.approx(2.1, abs=0.1)
 

@@ -12,7 +12,7 @@ app = typer.Typer(
     name="transferlab",
     help="The science of transfer learning: theory, sweeps, measures, scaling fits and reports.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -31,8 +31,19 @@ def console_logging(verbose: int) -> None:
     logger.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING)
 
 
+def _print_version(value: bool) -> None:
+    """``--version``: print ``transferlab <version>`` and stop."""
+    if value:
+        from transferlab import __version__
+
+        typer.echo(f"transferlab {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-v, -vv)."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print the version and exit."),
 ) -> None:
     console_logging(verbose)

@@ -31,7 +31,7 @@ def fit_transfer_command(
     as_json: bool = typer.Option(False, "--json", help="Print k, alpha, beta, intervals and status as JSON."),
     figures: Path | None = typer.Option(None, "--figures", help="Write the figures (PNG and SVG) into this folder."),
     method: str = typer.Option("direct", "--method", help="direct | huber | fit_the_fits."),
-    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples (0: no intervals)."),
+    n_boot: int = typer.Option(1000, "--n-boot", min=0, help="Bootstrap resamples (0: no intervals, else >= 20)."),
     resample: str = typer.Option("model_size", "--resample", help="Bootstrap unit: model_size | points."),
     level: float = typer.Option(0.95, "--level", help="Confidence level of the intervals."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
@@ -78,9 +78,10 @@ def _write_outputs(
 ) -> None:
     """Figures into ``figures_dir`` and/or the HTML report at ``output``."""
     from transferlab.report import ReportSection, collect_provenance, save_figures, write_report
-    from transferlab.scaling.figures import transfer_figures
+    from transferlab.scaling.figures import transfer_captions, transfer_figures
 
     figs = transfer_figures(analysis)
+    captions = transfer_captions(analysis)
     if figures_dir is not None:
         paths = save_figures(figs, figures_dir)
         if not quiet:
@@ -107,6 +108,7 @@ def _write_outputs(
                          f"({fit.n_boot} resamples, {fit.n_boot_failed} unfit)." if fit.intervals else "none.")),
                 figures={k: figs[k] for k in ("scaling_transferred_data", "scaling_fraction_from_transfer")},
                 tables={"parameters": law_rows},
+                captions=captions,
             ),
             ReportSection(
                 "Scratch curves and effective data",
@@ -115,6 +117,7 @@ def _write_outputs(
                       "curve's range are censored, not extrapolated."),
                 figures={"scaling_loss_curves": figs["scaling_loss_curves"]},
                 tables={"scratch curves": curve_rows, "fine-tuned runs": eff.rows()},
+                captions=captions,
             ),
             ReportSection(
                 "Scratch surface L(N, D) = E + A/N^a + B/D^b",
@@ -141,16 +144,14 @@ def synth_transfer_command(
     n_sizes: int = typer.Option(9, "--n-sizes", help="Model sizes, log-spaced from 1e5 to 1e9."),
 ) -> None:
     """Write a synthetic tidy loss CSV from a Kaplan-form surface with an injected transfer law."""
-    import numpy as np
-
     from transferlab.scaling.io import write_losses_csv
     from transferlab.scaling.law import TransferLaw
-    from transferlab.scaling.synthetic import SyntheticSurface, synthetic_losses
+    from transferlab.scaling.synthetic import SyntheticSurface, log_grid, synthetic_losses
 
     if n_sizes < 2:
         raise ConfigError(f"--n-sizes must be >= 2; got {n_sizes}")
     surface = SyntheticSurface(law=TransferLaw(k, alpha, beta), noise=noise,
-                               model_sizes=tuple(np.logspace(5, 9, n_sizes)))
+                               model_sizes=log_grid(1e5, 1e9, n_sizes))
     table = synthetic_losses(surface, seed=seed)
     write_losses_csv(table, out)
     print(f"wrote {len(table)} runs ({len(surface.model_sizes)} model sizes; k={k:g}, alpha={alpha:g}, "

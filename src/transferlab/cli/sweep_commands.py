@@ -64,11 +64,14 @@ def run_command(
     threads: int = typer.Option(1, min=1, help="torch/BLAS threads per worker."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Recompute cells stored as failed."),
     force: bool = typer.Option(False, "--force", help="Recompute every cell."),
+    max_cells: Optional[int] = typer.Option(
+        None, min=1, help="Refuse a spec of more cells (default: the spec's [run] max_cells)."),
 ) -> int:
     """Run a sweep; cells already in the store are skipped (resume and cache)."""
     from transferlab.sweep import load_spec, run_sweep
 
-    spec = load_spec(spec_path, overrides=set_)
+    limit = [] if max_cells is None else [f"run.max_cells={max_cells}"]
+    spec = load_spec(spec_path, overrides=[*set_, *limit])
     with _Progress(spec.label) as progress:
         summary = run_sweep(spec, store, executor=executor, jobs=jobs, batch_size=batch_size,
                             retry_failed=retry_failed, force=force, address=address, threads_per_worker=threads,

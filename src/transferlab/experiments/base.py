@@ -12,15 +12,21 @@ must draw each cell's data from that cell's own generator, never from one shared
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from types import UnionType
+from typing import TYPE_CHECKING, Any, ClassVar, Union, get_args, get_origin
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+from transferlab._optional import import_optional
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
     import torch
     from matplotlib.figure import Figure
 
@@ -28,9 +34,37 @@ __all__ = ["Cell", "Experiment", "ExperimentConfig", "ResultTable", "Results"]
 
 
 class ExperimentConfig(BaseModel):
-    """Base of every kind's per-cell config: unknown keys are errors, values are immutable."""
+    """Base of every kind's per-cell config: unknown keys are errors, values are immutable, and a
+    number field takes a finite number only -- never NaN or infinity, a boolean (``instances =
+    true`` is not 1) or a string (``mu = "nan"``, ``n = "40"``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, (bool, str)) or info.field_name is None:
+            return value
+        if not _takes_number_only(cls.model_fields[info.field_name].annotation):
+            return value
+        if isinstance(value, bool):
+            raise PydanticCustomError("number_not_bool", "expected a number, got the boolean {value}",
+                                      {"value": str(value).lower()})
+        try:
+            number = float(value)
+        except ValueError:
+            return value  # not a number at all: the field's own type check names it
+        if not math.isfinite(number):
+            raise PydanticCustomError("non_finite", "non-finite value '{value}' is not allowed", {"value": value})
+        raise PydanticCustomError("number_as_string", "expected a number, got the string '{value}' (drop the quotes)",
+                                  {"value": value})
+
+
+def _takes_number_only(annotation: Any) -> bool:
+    """True for ``int``, ``float`` and their optional forms (``float | None``)."""
+    members = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    members = tuple(m for m in members if m is not type(None))
+    return bool(members) and all(m in (int, float) for m in members)
 
 
 @dataclass(frozen=True)
@@ -106,9 +140,60 @@ class ResultTable:
             groups.setdefault(tuple(_hashable(row[n]) for n in names), []).append(row)
         return groups
 
+    def to_pandas(self) -> pd.DataFrame:
+        """The rows as a ``pandas.DataFrame`` of shape ``(n_rows, n_columns)``, one row per cell.
+
+        Columns appear in the order the rows first name them; a field missing from a row is missing
+        (NaN) there. Per-instance lists (e.g. ``risk_scratch_instances``) stay Python lists in an
+        object column. ``failed`` and ``params`` travel in ``frame.attrs``, so
+        :meth:`from_pandas` gives back an equal table. Needs pandas (``pip install pandas``).
+        """
+        pd = import_optional("pandas", "ResultTable.to_pandas", package="pandas", extra="pandas")
+        columns = list(dict.fromkeys(name for row in self.rows for name in row))
+        frame = pd.DataFrame.from_records(self.rows, columns=columns)
+        frame.attrs.update(failed=[dict(f) for f in self.failed], params=dict(self.params))
+        return frame
+
+    @classmethod
+    def from_pandas(
+        cls,
+        frame: pd.DataFrame,
+        *,
+        failed: list[dict[str, Any]] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> ResultTable:
+        """A table from a DataFrame of shape ``(n_rows, n_columns)``, one row per successful cell.
+
+        Missing values (None, NaN, ``pd.NA``) are left out of their row: a stored row never holds
+        NaN (a non-finite result marks its cell failed). numpy scalars and arrays become Python
+        numbers and lists. ``failed`` and ``params`` default to ``frame.attrs`` (set by
+        :meth:`to_pandas`).
+        """
+        pd = import_optional("pandas", "ResultTable.from_pandas", package="pandas", extra="pandas")
+        rows = [
+            {
+                name: _native(value)
+                for name, value in record.items()
+                if not (pd.api.types.is_scalar(value) and pd.isna(value))
+            }
+            for record in frame.to_dict(orient="records")
+        ]
+        return cls(
+            rows=rows,
+            failed=list(frame.attrs.get("failed", [])) if failed is None else failed,
+            params=dict(frame.attrs.get("params", {})) if params is None else params,
+        )
+
 
 def _hashable(value: Any) -> Hashable:
     return tuple(value) if isinstance(value, list) else value
+
+
+def _native(value: Any) -> Any:
+    """numpy scalars and arrays as Python numbers and lists; anything else unchanged."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    return value
 
 
 @dataclass
@@ -136,12 +221,15 @@ class Experiment(ABC):
         Config: the pydantic per-cell config (subclass of :class:`ExperimentConfig`); a spec's
             ``[params]`` plus one point of its ``[grid]`` must validate against it.
         description: one line for ``transferlab experiments``.
+        theory_only_figures: names of figures drawn from closed forms alone, the same for every
+            store; the report shows them apart, labelled theory-only.
     """
 
     name: ClassVar[str]
     version: ClassVar[str]
     Config: ClassVar[type[ExperimentConfig]]
     description: ClassVar[str] = ""
+    theory_only_figures: ClassVar[frozenset[str]] = frozenset()
 
     def batch_key(self, config: ExperimentConfig) -> Hashable:
         """Cells whose keys are equal may be run in one :meth:`run_batch` call (equal tensor shapes).
@@ -165,6 +253,11 @@ class Experiment(ABC):
 
     def figures(self, results: Results) -> dict[str, Figure]:
         """Named matplotlib ``Figure`` objects (the ``Figure`` API, never pyplot state)."""
+        return {}
+
+    def figure_captions(self, results: Results) -> dict[str, str]:
+        """A caption in words for each name of :meth:`figures`: what is plotted, the settings, how to
+        read it (every marker and line style). The report shows the bare name where one is missing."""
         return {}
 
     @classmethod

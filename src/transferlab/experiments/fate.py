@@ -12,12 +12,18 @@ target data draws. ``mode`` chooses what a cell computes:
 - ``"both"``: the simulation plus the theory of the same cell (theory omitted, with a note, where it
   does not exist).
 
-Rows (flat): ``risk_<protocol>`` (mean over instances) and ``risk_<protocol>_instances`` (the list)
-for simulations; ``theory_risk_<protocol>``, ``theory_T_<transfer>`` (and ``theory_T_finetune_eq15``)
-for theory. :meth:`FateExperiment.analyze` pools replicates, forms ``T = R_sc - R_tx`` per instance
+Rows (flat): ``converged`` (bool: every gradient-descent phase of the cell met its stopping rule,
+excess train loss <= ``tol`` within ``max_steps``; true for theory cells, which train nothing);
+``risk_<protocol>`` (mean over instances) and ``risk_<protocol>_instances`` (the list) for
+simulations, with ``unconverged_<phase>`` (how many runs missed the stopping rule) and
+``steps_<phase>`` (the step each run stopped at; one pretraining per cell) for the phases
+``pretrain``, ``scratch``, ``finetune``; ``theory_risk_<protocol>``, ``theory_T_<transfer>`` (and
+``theory_T_finetune_eq15``) for theory. :meth:`FateExperiment.analyze` leaves the simulations of
+unconverged cells out of every aggregate (and counts them), pools replicates, forms ``T = R_sc - R_tx`` per instance
 (paired: the protocols share each instance's data) with standard errors, and measures agreement with
-theory away from the interpolation spike (``|n/d - 1| >= 0.05``, science.md 1.9): the signed mean of
-``sim - theory`` over cells with its pooled standard error (the per-cell risks are skewed, so with
+theory away from the interpolation spike (``|n/d - 1| >= 0.05``: the scratch risk diverges at
+n = d, eq. 8 of Tahir, Ganguli & Rotskoff 2024, and gradient descent there is slow and noisy): the
+signed mean of ``sim - theory`` over cells with its pooled standard error (the per-cell risks are skewed, so with
 few instances a per-cell "within 2 SE" count is only indicative). As in the authors' code, the
 instances of a cell share the teachers, the init and the pretrained network (one source sample for a
 finite source), so standard errors measure target-data variability only.
@@ -25,19 +31,19 @@ finite source), so standard errors measure target-data variability only.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from transferlab.errors import ConfigError
 from transferlab.experiments.base import Cell, Experiment, ExperimentConfig, Results, ResultTable
 from transferlab.theory import fate as theory
 
 if TYPE_CHECKING:  # pragma: no cover
-    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 __all__ = ["PROTOCOLS", "FateConfig", "FateExperiment"]
@@ -47,7 +53,7 @@ PROTOCOLS: tuple[Protocol, ...] = ("scratch", "linear_transfer", "finetune")
 _TRANSFERS: tuple[Protocol, ...] = ("linear_transfer", "finetune")
 _SHORT = {"scratch": "sc", "linear_transfer": "lt", "finetune": "ft"}
 _LONG = {v: k for k, v in _SHORT.items()}
-#: Cells with |n/d - 1| below this are left out of agreement statistics (the noisy spike, science.md 1.9).
+#: Cells with |n/d - 1| below this are left out of agreement statistics (the noisy interpolation spike).
 SPIKE_HALF_WIDTH = 0.05
 #: The paper's slice angles (Fig. 1c).
 SLICE_THETAS = (math.pi / 8, math.pi / 4, 3 * math.pi / 8)
@@ -59,8 +65,6 @@ _LABEL_FIELDS = ("mode", "sigma", "d", "source_gamma")
 
 class FateConfig(ExperimentConfig):
     """One cell of the ``fate`` experiment. Angles in radians (a spec's ``unit = "pi/2"`` converts)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     theta: float = Field(description="source-target angle, radians")
     gamma: float = Field(gt=0, description="target sample ratio; n = round(gamma d)")
@@ -104,9 +108,10 @@ class FateConfig(ExperimentConfig):
 
 class FateExperiment(Experiment):
     name = "fate"
-    version = "1"
+    version = "2"
     Config = FateConfig
     description = "Features are fate: scratch vs linear transfer vs fine-tuning of deep linear nets."
+    theory_only_figures = frozenset({"fate_ridge", "fate_finite_source", "fate_divergence"})
 
     def batch_key(self, config: FateConfig) -> Hashable:  # type: ignore[override]
         """Theory cells batch together; simulated cells batch by everything but ``(theta, sigma)``."""
@@ -117,7 +122,7 @@ class FateExperiment(Experiment):
 
     def run_batch(self, cells: Sequence[Cell]) -> list[dict[str, Any]]:
         configs: list[FateConfig] = [c.config for c in cells]  # type: ignore[misc]
-        rows: list[dict[str, Any]] = [{"n": cfg.n} for cfg in configs]
+        rows: list[dict[str, Any]] = [{"n": cfg.n, "converged": True} for cfg in configs]
         if configs[0].mode != "theory":
             for row, sim in zip(rows, _simulate(cells, configs)):
                 row.update(sim)
@@ -133,40 +138,39 @@ class FateExperiment(Experiment):
         return rows
 
     def analyze(self, table: ResultTable) -> Results:
+        """Per setting: grids over ``(theta, gamma)``, a sorted per-cell table and agreement with theory.
+
+        Simulated cells whose gradient descent did not meet its stopping rule (``converged`` false)
+        are left out of every aggregate; their theory is kept, and the summary, the settings table
+        and the figure captions say how many were excluded.
+        """
         fields = [f for f in FateConfig.model_fields if f not in _DIAGRAM_FIELDS]
         settings = [_analyze_setting(rows) for rows in table.group_by(*fields).values()]
-        cell_rows = [r for s in settings for r in s["table"]]
         agreement = [r for s in settings for r in s["agreement"]]
         summary: dict[str, Any] = {"parameter settings (grids of theta x gamma)": len(settings)}
-        sim_widths = sorted({s["d"] for s in settings if s["has_sim"]})
-        if sim_widths:
-            summary["simulation width d"] = ", ".join(map(str, sim_widths))
+        simulated = [s for s in settings if s["has_sim"]]
+        if simulated:
+            summary["simulation width d"] = ", ".join(map(str, sorted({s["d"] for s in simulated})))
+            summary["simulated cells excluded (gradient descent did not converge)"] = (
+                f"{sum(s['excluded'] for s in simulated)} of {sum(s['cells'] for s in simulated)}"
+            )
         for row in agreement:
             summary[f"agreement {row['setting']} {row['quantity']}"] = (
                 f"sim - theory = {row['mean_diff']:+.4f} ± {row['mean_diff_se']:.4f} averaged over {row['cells']} cells; "
                 f"mean |sim - theory| {row['mean_abs_diff']:.3f}; {row['within_2se']:.0%} of cells within 2 SE"
             )
-        tables = {"cells": cell_rows}
+        tables: dict[str, list[dict[str, Any]]] = {"settings": [_setting_summary(s) for s in settings]}
         if agreement:
             tables["agreement with theory (|n/d - 1| >= 0.05)"] = agreement
+        for s in settings:
+            tables[f"cells of {s['label']}"] = s["table"]
         return Results(tables=tables, summary=summary, data={"settings": settings})
 
     def figures(self, results: Results) -> dict[str, Figure]:
-        figs: dict[str, Figure] = {}
-        settings = results.data.get("settings", [])
-        for s in settings:
-            suffix = "" if len(settings) == 1 else f"_{s['label']}"
-            transfers = [tx for tx in _TRANSFERS if f"T_{_SHORT[tx]}" in s["grids"]]
-            for tx in transfers:
-                figs[f"fate_phase_{_SHORT[tx]}{suffix}"] = _phase_figure(s, tx)
-            if transfers:
-                figs[f"fate_slices{suffix}"] = _slices_figure(s)
-            if s["has_sim"] and s["has_theory"]:
-                figs[f"fate_agreement{suffix}"] = _agreement_figure(s)
-        figs["fate_ridge"] = _ridge_figure()
-        figs["fate_finite_source"] = _finite_source_figure()
-        figs["fate_divergence"] = _divergence_figure()
-        return figs
+        return {name: draw() for name, _, draw in _figure_plan(results)}
+
+    def figure_captions(self, results: Results) -> dict[str, str]:
+        return {name: caption for name, caption, _ in _figure_plan(results)}
 
 
 def _hashable(value: Any) -> Hashable:
@@ -216,7 +220,7 @@ def _simulate(cells: Sequence[Cell], configs: Sequence[FateConfig]) -> list[dict
     from transferlab.protocols import simulate_fate
 
     cfg = configs[0]
-    risks = simulate_fate(
+    risks, training = simulate_fate(
         d=cfg.d,
         n=cfg.n,
         layers=cfg.layers,
@@ -235,23 +239,25 @@ def _simulate(cells: Sequence[Cell], configs: Sequence[FateConfig]) -> list[dict
         tol=cfg.tol,
         weight_decay=cfg.weight_decay,
         rank=cfg.rank,
+        return_training=True,
     )
-    rows: list[dict[str, Any]] = [{} for _ in cells]
+    rows: list[dict[str, Any]] = [{"converged": True} for _ in cells]
     for p, values in risks.items():
         for row, per_instance in zip(rows, np.asarray(values, dtype=np.float64)):
             row[f"risk_{p}"] = float(per_instance.mean())
             row[f"risk_{p}_instances"] = [float(v) for v in per_instance]
+    for phase, result in training.items():
+        converged = result.converged.numpy().reshape(len(cells), -1)
+        steps = result.steps.numpy().reshape(len(cells), -1)
+        for row, ok, used in zip(rows, converged, steps):
+            row[f"unconverged_{phase}"] = int((~ok).sum())
+            row[f"steps_{phase}"] = [int(v) for v in used]
+            row["converged"] = row["converged"] and bool(ok.all())
     return rows
 
 
 # --------------------------------------------------------------------------------------------------
 # analysis
-
-
-def _mean_se(values: np.ndarray) -> tuple[float, float | None]:
-    """Mean and standard error (None with a single value) of a 1-D array."""
-    se = float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else None
-    return float(values.mean()), se
 
 
 def _jsonable(value: Any) -> Any:
@@ -263,14 +269,26 @@ def _compact(value: Any) -> str:
         value, float) else str(value)
 
 
+def _without_simulation(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` less its simulated risks (kept: the config, the theory and the training record)."""
+    return {k: v for k, v in row.items() if not k.startswith("risk_")}
+
+
 def _analyze_setting(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Grids over (theta, gamma), the per-cell table and the agreement rows of one setting.
 
     A setting is a group of rows equal in every field but ``theta`` and ``gamma`` (and the training
-    knobs). Grids are float arrays of shape ``(n_theta, n_gamma)``, NaN where a cell is missing.
+    knobs). Grids are float arrays of shape ``(n_theta, n_gamma)``, NaN where a cell is missing or its
+    simulation was excluded (gradient descent did not converge). The per-cell table is sorted by
+    ``(theta, gamma)`` and holds only the columns this setting's mode produces.
     """
+    from transferlab.report.plots import mean_se
+
     first = rows[0]
-    protocols = [p for p in PROTOCOLS if any(f"risk_{p}" in r or f"theory_risk_{p}" in r for r in rows)]
+    excluded = [r for r in rows if not r["converged"]]
+    rows = [r if r["converged"] else _without_simulation(r) for r in rows]
+    has_sim, has_theory = first["mode"] != "theory", first["mode"] != "simulate"
+    protocols = [p for p in PROTOCOLS if p in first["protocols"]]
     thetas = np.array(sorted({r["theta"] for r in rows}))
     gammas = np.array(sorted({r["gamma"] for r in rows}))
     label = f"{first['mode']}_sigma{first['sigma']:g}_d{first['d']}" + (
@@ -286,9 +304,7 @@ def _analyze_setting(rows: list[dict[str, Any]]) -> dict[str, Any]:
     grids = {f"{q}{part}": np.full((thetas.size, gammas.size), np.nan) for q in quantities for part in ("", "_se", "_theory")}
     grids["n"] = np.full((thetas.size, gammas.size), np.nan)
     table: list[dict[str, Any]] = []
-    has_sim = any(f"risk_{p}" in r for r in rows for p in protocols)
-    has_theory = any(k.startswith("theory_risk_") for r in rows for k in r)
-    for (theta, gamma), group in _group(rows, ("theta", "gamma")).items():
+    for (theta, gamma), group in sorted(_group(rows, ("theta", "gamma")).items()):
         i, j = int(np.searchsorted(thetas, theta)), int(np.searchsorted(gammas, gamma))
         grids["n"][i, j] = group[0]["n"]
         out: dict[str, Any] = {"theta_deg": round(math.degrees(theta), 4), "gamma": gamma, "n": group[0]["n"]}
@@ -302,7 +318,7 @@ def _analyze_setting(rows: list[dict[str, Any]]) -> dict[str, Any]:
             if tx in per_instance and "scratch" in per_instance:
                 estimates[f"T_{_SHORT[tx]}"] = per_instance["scratch"] - per_instance[tx]
         for q, values in estimates.items():
-            mean, se = _mean_se(values)
+            mean, se = mean_se(values)
             grids[q][i, j] = mean
             out[q] = mean
             if se is not None:
@@ -318,8 +334,15 @@ def _analyze_setting(rows: list[dict[str, Any]]) -> dict[str, Any]:
             out["T_ft_eq15"] = th["theory_T_finetune_eq15"]
         if "theory_T_finetune_eqC1" in th:
             out["T_ft_eqC1"] = th["theory_T_finetune_eqC1"]
-        if "theory_note" in th:
-            out["note"] = th["theory_note"]
+        notes = [th["theory_note"]] if "theory_note" in th else []
+        if has_sim:
+            unconverged = sum(not r["converged"] for r in group)
+            out["excluded"] = unconverged
+            if unconverged:
+                notes.append(f"simulation excluded: gradient descent did not converge in {unconverged} of "
+                             f"{len(group)} replicate(s)")
+        if notes:
+            out["note"] = "; ".join(notes)
         table.append(out)
     agreement = []
     if has_sim and has_theory:
@@ -347,7 +370,8 @@ def _analyze_setting(rows: list[dict[str, Any]]) -> dict[str, Any]:
     setting = {k: first[k] for k in FateConfig.model_fields if k not in _DIAGRAM_FIELDS}
     setting.update(
         label=label, protocols=protocols, thetas=thetas, gammas=gammas, grids=grids, table=table,
-        agreement=agreement, has_sim=has_sim, has_theory=has_theory,
+        agreement=agreement, has_sim=has_sim, has_theory=has_theory, cells=len(rows), excluded=len(excluded),
+        instances=sorted({r["instances"] for r in rows}),
     )
     return setting
 
@@ -356,8 +380,149 @@ def _group(rows: list[dict[str, Any]], names: tuple[str, ...]) -> dict[tuple[Any
     return ResultTable(rows).group_by(*names)
 
 
+def _span(values: np.ndarray, unit: str = "") -> str:
+    """``"lo-hi<unit> (k values)"`` of a sorted 1-D grid, or the single value."""
+    if values.size == 1:
+        return f"{values[0]:.4g}{unit}"
+    return f"{values[0]:.4g}-{values[-1]:.4g}{unit} ({values.size} values)"
+
+
+def _setting_summary(setting: dict[str, Any]) -> dict[str, Any]:
+    """One compact row of the settings table: the setting, its grid, and the sign of each transfer."""
+    source = "population" if setting["source_gamma"] is None else (
+        f"gamma_s {setting['source_gamma']:g}, sigma_s {setting['source_sigma']:g}")
+    row: dict[str, Any] = {
+        "setting": setting["label"], "mode": setting["mode"], "sigma": setting["sigma"], "d": setting["d"],
+        "ridge": setting["ridge"], "source": source, "theta": _span(np.degrees(setting["thetas"]), " deg"),
+        "gamma": _span(setting["gammas"]), "cells": setting["cells"],
+    }
+    if setting["has_sim"]:
+        row["instances"] = ", ".join(map(str, setting["instances"]))
+        row["excluded (not converged)"] = setting["excluded"]
+    grids = setting["grids"]
+    for tx in _TRANSFERS:
+        q = f"T_{_SHORT[tx]}"
+        if q in grids:
+            values = grids[q] if setting["has_sim"] else grids[f"{q}_theory"]
+            finite = values[np.isfinite(values)]
+            row[f"cells with {q} > 0"] = f"{int((finite > 0).sum())} of {finite.size}"
+    return row
+
+
 # --------------------------------------------------------------------------------------------------
 # figures
+
+#: |T| below this counts as zero when drawing a simulation's zero contour: risks are in units of the
+#: teacher's squared norm (1), and the stopping rule (excess train loss <= tol) leaves paired differences
+#: of order 1e-4 at gamma > 1 that the standard errors resolve but that carry no phase information.
+ZERO_FLOOR = 0.01
+#: How near (grid steps) resolved cells of both signs must lie for a piece of the zero contour to be drawn.
+CONTOUR_REACH = 1.5
+
+
+def _figure_plan(results: Results) -> list[tuple[str, str, Callable[[], Figure]]]:
+    """``(name, caption, draw)`` of every figure, in report order; the theory-only figures last."""
+    plan: list[tuple[str, str, Callable[[], Figure]]] = []
+    settings = results.data.get("settings", [])
+    for s in settings:
+        suffix = "" if len(settings) == 1 else f"_{s['label']}"
+        transfers = [tx for tx in _TRANSFERS if f"T_{_SHORT[tx]}" in s["grids"]]
+        for tx in transfers:
+            plan.append((f"fate_phase_{_SHORT[tx]}{suffix}", _phase_caption(s, tx),
+                         functools.partial(_phase_figure, s, tx)))
+        if transfers:
+            plan.append((f"fate_slices{suffix}", _slices_caption(s, transfers), functools.partial(_slices_figure, s)))
+        if s["has_sim"] and s["has_theory"]:
+            plan.append((f"fate_agreement{suffix}", _agreement_caption(s), functools.partial(_agreement_figure, s)))
+    plan.append(("fate_ridge", _RIDGE_CAPTION, _ridge_figure))
+    plan.append(("fate_finite_source", _finite_source_caption(), _finite_source_figure))
+    plan.append(("fate_divergence", _DIVERGENCE_CAPTION, _divergence_figure))
+    return plan
+
+
+_THEORY_ONLY = "Theory only (closed forms of the paper; the same for every store, independent of its cells). "
+
+
+def _setting_words(setting: dict[str, Any]) -> str:
+    source = "pretrained on the population source loss" if setting["source_gamma"] is None else (
+        f"pretrained on a finite source of n_s = {setting['source_gamma']:g} d samples with label noise "
+        f"σ_s = {setting['source_sigma']:g}")
+    return (f"label noise σ = {setting['sigma']:g}, depth L = {setting['layers']}, probe ridge "
+            f"λ = {setting['ridge']:g}, width d = {setting['d']}, {source}")
+
+
+def _excluded_words(setting: dict[str, Any]) -> str:
+    return (f"Cells whose gradient descent did not meet its stopping rule (train loss within tol = "
+            f"{setting['tol']:g} of its minimum in {setting['max_steps']} steps) are excluded and left blank: "
+            f"{setting['excluded']} of {setting['cells']}.")
+
+
+def _phase_caption(setting: dict[str, Any], tx: Protocol) -> str:
+    q = f"T_{_SHORT[tx]}"
+    name = "linear transfer" if tx == "linear_transfer" else "fine-tuning"
+    text = (f"Transferability of {name}, {q} = R_scratch - R_{_SHORT[tx]} (red: transfer helps; blue: it hurts; "
+            f"white: no difference), over the source-target angle θ and the sample ratio γ = n/d; "
+            f"{_setting_words(setting)}. ")
+    if setting["has_sim"]:
+        text += (f"Left: gradient-descent-trained networks at the sweep's cells ({'/'.join(map(str, setting['instances']))} "
+                 f"target data draws per cell). Solid line: the simulation's zero contour, drawn only where it is "
+                 f"resolved, that is between cells with |{q}| > {ZERO_FLOOR:g} and within {CONTOUR_REACH:g} grid "
+                 f"steps of both a cell with {q} > max(2 SE, {ZERO_FLOOR:g}) and a cell with {q} < -max(2 SE, "
+                 f"{ZERO_FLOOR:g}); where {q} is zero within noise no contour is drawn. Dashed: the theory's zero contour. {_excluded_words(setting)} ")
+    else:
+        text += "Left: the closed form at the sweep's cells, with the theory's zero contour dashed. "
+    text += (f"Right: the exact finite-size theory at d = {setting['d']} on a fine grid (blank where no finite "
+             f"theory exists, |n - d| <= 1). Both panels span exactly the sampled range of θ and γ.")
+    if tx == "finetune" and setting["source_gamma"] is None:
+        text += " Dotted horizontal line: θ = 60°, the paper's break-even angle (eq. 15)."
+    return text
+
+
+def _slices_caption(setting: dict[str, Any], transfers: list[Protocol]) -> str:
+    angles = ", ".join(f"{math.degrees(float(setting['thetas'][i])):.1f}°" for i in _slice_rows(setting))
+    what = " and ".join(f"T_{_SHORT[tx]}" for tx in transfers)
+    text = (f"{what} against the sample ratio γ = n/d at θ = {angles} (the grid angles nearest π/8, π/4, 3π/8; "
+            f"the paper's Fig. 1c); {_setting_words(setting)}. Lines: the exact finite-size theory, one colour per "
+            f"angle. ")
+    if setting["has_sim"]:
+        text += (f"Points: simulation means over the cell's target data draws with ±2 SE bars. "
+                 f"{_excluded_words(setting)} ")
+    else:
+        text += "Points: the closed form at the sweep's cells. "
+    text += "Dotted vertical line: γ = 1, the interpolation threshold."
+    if "linear_transfer" in transfers:
+        text += " The linear-transfer panel is clipped to [-1, 1]: the scratch risk diverges at γ = 1."
+    return text
+
+
+def _agreement_caption(setting: dict[str, Any]) -> str:
+    return (f"Simulated mean risk against the exact finite-size theory, one panel per protocol and one point per "
+            f"cell with ±2 SE bars; {_setting_words(setting)}. Blue: cells used in the agreement statistics; grey: "
+            f"cells within the interpolation spike (|n/d - 1| < {SPIKE_HALF_WIDTH}), left out of them. Dashed: "
+            f"simulation = theory. {_excluded_words(setting)}")
+
+
+_RIDGE_CAPTION = _THEORY_ONLY + (
+    "Linear-transfer risk against the ridge λ of the last-layer probe at γ = 0.5, for θ = 22.5° (blue) and 45° "
+    "(orange): solid, the n → ∞ limit (eq. 13); dashed, the exact risk at n = 250 (d = 500) with label noise "
+    "σ = 0.2. The risk rises with λ: ridge on the last layer never helps linear transfer.")
+
+_DIVERGENCE_CAPTION = _THEORY_ONLY + (
+    "Left: T_lt (blue, left axis) and the KL divergence between the source and target task distributions (red, "
+    "right axis) over θ from 0° to 180°, at γ = 0.5 and σ = 0.2. Right: T_lt against the KL divergence, coloured "
+    "by θ; black dots mark θ = 0°, 90° and 180°. KL rises monotonically while T_lt goes +0.54 → -0.46 → +0.54: "
+    "distribution distance does not predict transfer.")
+
+
+def _finite_source_caption() -> str:
+    angles = " and ".join(
+        f"{math.degrees(float(theory.finite_source_break_even_angle(gs, 0.2))):.1f}° (γ_s = {gs})"
+        for gs in _FINITE_SOURCES)
+    return _THEORY_ONLY + (
+        "Fine-tuning transferability T_ft (red: helps; blue: hurts) from a finite, noisy source (Appendix C, "
+        "Thm C.1) over the angle θ and the target sample ratio γ < 1: left, a source of n_s = 0.5 d samples; right, "
+        f"n_s = 1.5 d; source label noise σ_s = 0.2. Dashed: the break-even contour T_ft = 0, at {angles}; "
+        "dotted: 60°, the break-even angle for an infinite source.")
 
 
 def _fine_theory(setting: dict[str, Any], tx: Protocol, thetas: np.ndarray, gammas: np.ndarray) -> np.ndarray:
@@ -401,55 +566,40 @@ def _fine_axes(setting: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     return np.linspace(lo, hi, 121), np.linspace(glo, ghi, 241)
 
 
-def _norm(values: np.ndarray) -> Any:
-    """A diverging norm centred on 0; the positive side is capped at 1 so the spike at gamma = 1
-    does not wash out the map."""
-    from matplotlib.colors import TwoSlopeNorm
-
-    finite = values[np.isfinite(values)]
-    vmin = min(-1e-3, float(finite.min())) if finite.size else -1.0
-    vmax = max(1e-3, min(1.0, float(finite.max()))) if finite.size else 1.0
-    return TwoSlopeNorm(vmin=vmin, vcenter=0.0, vmax=vmax)
-
-
-def _draw_map(ax: Axes, gammas: np.ndarray, thetas: np.ndarray, values: np.ndarray, norm: Any) -> Any:
-    mesh = ax.pcolormesh(gammas, np.degrees(thetas), np.ma.masked_invalid(values), cmap="RdBu_r", norm=norm,
-                         shading="nearest", rasterized=True)
-    ax.set_xlabel(r"$\gamma = n/d$")
-    ax.set_ylabel(r"$\theta$ (degrees)")
-    return mesh
-
-
-def _zero_contour(ax: Axes, gammas: np.ndarray, thetas: np.ndarray, values: np.ndarray, **style: Any) -> None:
-    masked = np.ma.masked_invalid(values)
-    if values.shape[0] > 1 and values.shape[1] > 1 and masked.count() and masked.min() < 0 < masked.max():
-        ax.contour(gammas, np.degrees(thetas), masked, levels=[0.0], **style)
-
-
 def _phase_figure(setting: dict[str, Any], tx: Protocol) -> Figure:
-    """Left: ``T_tx`` at the sweep's cells (simulation if present, else theory) with the theory zero
-    contour over it; right: theory on a fine grid. Diverging map centred on 0."""
+    """Left: ``T_tx`` at the sweep's cells (simulation if present, else theory) with the simulation's
+    resolved zero contour (solid) and the theory's (dashed); right: theory on a fine grid. Diverging map
+    centred on 0; both panels span the sampled range."""
     from matplotlib.figure import Figure
+
+    from transferlab.report.plots import diverging_norm, draw_map, resolved_zero_contour, zero_contour
 
     q = f"T_{_SHORT[tx]}"
     grids = setting["grids"]
     observed = grids[q] if setting["has_sim"] else grids[f"{q}_theory"]
     fine_t, fine_g = _fine_axes(setting)
     fine = _fine_theory(setting, tx, fine_t, fine_g)
-    norm = _norm(np.concatenate([observed[np.isfinite(observed)], fine[np.isfinite(fine)]]))
+    norm = diverging_norm(np.concatenate([observed[np.isfinite(observed)], fine[np.isfinite(fine)]]))
     fig = Figure(figsize=(11, 4.3), layout="constrained")
-    left, right = fig.subplots(1, 2, sharey=True)
-    mesh = _draw_map(left, setting["gammas"], setting["thetas"], observed, norm)
-    _zero_contour(left, setting["gammas"], setting["thetas"], observed, colors="0.2", linewidths=1.0)
-    _zero_contour(left, fine_g, fine_t, fine, colors="k", linewidths=1.6, linestyles="--")
+    left, right = fig.subplots(1, 2, sharex=True, sharey=True)
+    cell_g, cell_t = setting["gammas"], np.degrees(setting["thetas"])
+    mesh = draw_map(left, cell_g, cell_t, observed, norm)
+    if setting["has_sim"]:
+        resolved_zero_contour(left, cell_g, cell_t, observed, grids[f"{q}_se"], floor=ZERO_FLOOR,
+                              reach=CONTOUR_REACH, color="0.15", lw=1.2)
+    zero_contour(left, fine_g, np.degrees(fine_t), fine, colors="k", linewidths=1.6, linestyles="--")
     what = f"simulation, d = {setting['d']}" if setting["has_sim"] else f"theory at the cells, d = {setting['d']}"
-    left.set_title(f"{q}: {what}\n(dashed: theory T = 0)")
-    _draw_map(right, fine_g, fine_t, fine, norm)
-    _zero_contour(right, fine_g, fine_t, fine, colors="k", linewidths=1.6, linestyles="--")
+    solid = "solid: resolved simulation T = 0; " if setting["has_sim"] else ""
+    left.set_title(f"{q}: {what}\n({solid}dashed: theory T = 0)")
+    draw_map(right, fine_g, np.degrees(fine_t), fine, norm)
+    zero_contour(right, fine_g, np.degrees(fine_t), fine, colors="k", linewidths=1.6, linestyles="--")
     if tx == "finetune" and setting["source_gamma"] is None:
         for ax in (left, right):
             ax.axhline(60.0, color="0.4", lw=0.8, ls=":")
     right.set_title(f"{q}: theory (exact at d = {setting['d']})")
+    for ax in (left, right):
+        ax.set_xlabel(r"$\gamma = n/d$")
+    left.set_ylabel(r"$\theta$ (degrees)")
     fig.colorbar(mesh, ax=[left, right], label=f"{q} = R_sc - R_{_SHORT[tx]}  (> 0: transfer helps)")
     fig.suptitle(_setting_title(setting))
     return fig
@@ -462,23 +612,29 @@ def _setting_title(setting: dict[str, Any]) -> str:
     return f"sigma = {setting['sigma']:g}, L = {setting['layers']}, ridge = {setting['ridge']:g}, {source}"
 
 
+def _slice_rows(setting: dict[str, Any]) -> list[int]:
+    """Row indices of the grid angles nearest pi/8, pi/4, 3pi/8 (without repeats, increasing)."""
+    return sorted({int(np.argmin(np.abs(setting["thetas"] - t))) for t in SLICE_THETAS})
+
+
 def _slices_figure(setting: dict[str, Any]) -> Figure:
     """``T_lt`` and ``T_ft`` against ``gamma`` at the grid angles nearest pi/8, pi/4, 3pi/8 (Fig. 1c):
     theory curves and simulation points with 2-SE bars (theory cells in theory mode)."""
     from matplotlib.figure import Figure
 
+    from transferlab.report.plots import legend_outside
+
     grids, thetas, gammas = setting["grids"], setting["thetas"], setting["gammas"]
     fine_g = _fine_axes(setting)[1]
     transfers = [tx for tx in _TRANSFERS if f"T_{_SHORT[tx]}" in grids]
-    fig = Figure(figsize=(5.5 * len(transfers), 4.2), layout="constrained")
+    fig = Figure(figsize=(6.5 * len(transfers), 4.2), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(transfers)))
-    chosen = sorted({int(np.argmin(np.abs(thetas - t))) for t in SLICE_THETAS})
     for ax, tx in zip(axes, transfers):
         q = f"T_{_SHORT[tx]}"
-        for k, (color, i) in enumerate(zip(("tab:blue", "tab:orange", "tab:green"), chosen)):
+        for k, (color, i) in enumerate(zip(("tab:blue", "tab:orange", "tab:green"), _slice_rows(setting))):
             theta = float(thetas[i])
             curve = _fine_theory(setting, tx, np.array([theta]), fine_g)[0]
-            ax.plot(fine_g, curve, color=color, lw=1.5, label=f"theory, theta = {math.degrees(theta):.1f} deg")
+            ax.plot(fine_g, curve, color=color, lw=1.5, label=f"theory, θ = {math.degrees(theta):.1f}°")
             if setting["has_sim"]:
                 se = np.nan_to_num(grids[f"{q}_se"][i])
                 ax.errorbar(gammas, grids[q][i], yerr=2 * se, fmt="o", ms=4, color=color, capsize=2,
@@ -490,10 +646,11 @@ def _slices_figure(setting: dict[str, Any]) -> Figure:
         ax.axvline(1.0, color="0.6", lw=0.6, ls=":")
         if tx == "linear_transfer":
             ax.set_ylim(-1.0, 1.0)  # the scratch spike at gamma = 1 is unbounded
+        ax.set_xlim(float(fine_g[0]), float(fine_g[-1]))
         ax.set_xlabel(r"$\gamma = n/d$")
         ax.set_ylabel(q)
         ax.set_title(f"{q} vs gamma, d = {setting['d']}")
-        ax.legend(fontsize=7)
+        legend_outside(ax, fontsize=7)
     fig.suptitle(_setting_title(setting))
     return fig
 
@@ -504,22 +661,25 @@ def _agreement_figure(setting: dict[str, Any]) -> Figure:
 
     grids = setting["grids"]
     protocols = setting["protocols"]
-    fig = Figure(figsize=(4.0 * len(protocols), 3.8), layout="constrained")
+    fig = Figure(figsize=(4.0 * len(protocols), 4.2), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(protocols)))
     spike = np.abs(grids["n"] / setting["d"] - 1.0) < SPIKE_HALF_WIDTH
     for ax, p in zip(axes, protocols):
         sim, se, th = grids[f"risk_{p}"], np.nan_to_num(grids[f"risk_{p}_se"]), grids[f"risk_{p}_theory"]
-        for mask, color in ((~spike, "tab:blue"), (spike, "0.6")):
-            ax.errorbar(th[mask], sim[mask], yerr=2 * se[mask], fmt="o", ms=3, color=color, capsize=1.5)
+        for mask, color, label in ((~spike, "tab:blue", "cells (mean ± 2 SE)"),
+                                   (spike, "0.6", f"|n/d - 1| < {SPIKE_HALF_WIDTH} (not in the statistics)")):
+            ax.errorbar(th[mask], sim[mask], yerr=2 * se[mask], fmt="o", ms=3, color=color, capsize=1.5, label=label)
         finite = np.concatenate([th[np.isfinite(th) & ~spike], sim[np.isfinite(sim) & ~spike]])
         top = float(finite.max()) * 1.05 if finite.size else 1.0
-        ax.plot([0, top], [0, top], "k--", lw=0.8)
+        ax.plot([0, top], [0, top], "k--", lw=0.8, label="simulation = theory")
         ax.set_xlim(0, top)
         ax.set_ylim(0, top)
         ax.set_xlabel("theory risk")
         ax.set_ylabel("simulated risk")
         ax.set_title(p)
-    fig.suptitle(f"simulation vs theory, d = {setting['d']} (grey: |n/d - 1| < {SPIKE_HALF_WIDTH})")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8)
+    fig.suptitle(f"simulation vs theory, d = {setting['d']}")
     return fig
 
 
@@ -528,21 +688,26 @@ def _ridge_figure() -> Figure:
     eq. (13) (n -> inf) and the exact finite-n risk at n = 250 (d = 500), sigma = 0.2."""
     from matplotlib.figure import Figure
 
+    from transferlab.report.plots import legend_outside
+
     lam = np.linspace(0.0, 0.5, 101)
-    marks = np.linspace(0.0, 0.5, 6)
-    fig = Figure(figsize=(6, 4), layout="constrained")
+    fig = Figure(figsize=(8, 4), layout="constrained")
     ax = fig.add_subplot()
     for theta, color in ((math.pi / 8, "tab:blue"), (math.pi / 4, "tab:orange")):
-        label = f"theta = {math.degrees(theta):.1f} deg"
-        ax.plot(lam, theory.linear_transfer_risk_ridge(theta, lam), color=color, label=f"eq. 13, {label}")
-        ax.plot(marks, theory.linear_transfer_risk_ridge(theta, marks), "o", color=color, ms=4)
+        label = f"θ = {math.degrees(theta):.1f}°"
+        ax.plot(lam, theory.linear_transfer_risk_ridge(theta, lam), color=color, label=f"eq. 13 (n → ∞), {label}")
         ax.plot(lam, theory.linear_transfer_risk(theta, 250, 0.2, lam), "--", color=color, lw=1,
-                label=f"exact n = 250, sigma = 0.2, {label}")
+                label=f"exact n = 250, σ = 0.2, {label}")
+    ax.set_xlim(0.0, 0.5)
     ax.set_xlabel(r"ridge $\lambda$")
     ax.set_ylabel(r"$R_{lt}^{\lambda}$")
-    ax.set_title("ridge on the last layer never helps linear transfer")
-    ax.legend(fontsize=8)
+    ax.set_title("ridge on the last layer never helps linear transfer (theory, γ = 0.5)")
+    legend_outside(ax)
     return fig
+
+
+#: The source sizes gamma_s = n_s / d of the finite-source figure.
+_FINITE_SOURCES = (0.5, 1.5)
 
 
 def _finite_source_figure() -> Figure:
@@ -550,19 +715,23 @@ def _finite_source_figure() -> Figure:
     ``sigma_s = 0.2``; break-even angle 57.3 deg against 60 deg for an infinite source."""
     from matplotlib.figure import Figure
 
+    from transferlab.report.plots import diverging_norm, draw_map, zero_contour
+
     thetas = np.linspace(0.0, math.pi / 2, 181)
     gammas = np.linspace(0.01, 0.99, 197)
     fig = Figure(figsize=(11, 4.3), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
-    values = [theory.finetune_transferability_finite_source(thetas[:, None], gammas, gs, 0.2) for gs in (0.5, 1.5)]
-    norm = _norm(np.concatenate([v.ravel() for v in values]))
-    for ax, gs, v in zip(axes, (0.5, 1.5), values):
-        mesh = _draw_map(ax, gammas, thetas, v, norm)
-        _zero_contour(ax, gammas, thetas, v, colors="k", linewidths=1.6, linestyles="--")
+    values = [theory.finetune_transferability_finite_source(thetas[:, None], gammas, gs, 0.2) for gs in _FINITE_SOURCES]
+    norm = diverging_norm(np.concatenate([v.ravel() for v in values]))
+    for ax, gs, v in zip(axes, _FINITE_SOURCES, values):
+        mesh = draw_map(ax, gammas, np.degrees(thetas), v, norm)
+        zero_contour(ax, gammas, np.degrees(thetas), v, colors="k", linewidths=1.6, linestyles="--")
         star = math.degrees(float(theory.finite_source_break_even_angle(gs, 0.2)))
         ax.axhline(60.0, color="0.4", lw=0.8, ls=":")
-        ax.set_title(f"T_ft from a finite source, gamma_s = {gs}, sigma_s = 0.2\n"
-                     f"break-even {star:.1f} deg (dashed; dotted: 60 deg for an infinite source)", fontsize=10)
+        ax.set_xlabel(r"$\gamma = n/d$")
+        ax.set_title(f"T_ft, finite source gamma_s = {gs}, sigma_s = 0.2\nbreak-even {star:.1f} deg (dashed)",
+                     fontsize=10)
+    axes[0].set_ylabel(r"$\theta$ (degrees)")
     fig.colorbar(mesh, ax=list(axes), label="T_ft (> 0: fine-tuning helps)")
     return fig
 
@@ -575,10 +744,11 @@ def _divergence_figure() -> Figure:
     thetas = np.linspace(0.0, math.pi, 361)
     kl = theory.task_kl(thetas, 0.2)
     t_lt = theory.linear_transferability(thetas, 0.5, 0.2)
-    fig = Figure(figsize=(11, 4), layout="constrained")
+    fig = Figure(figsize=(12, 4), layout="constrained")
     left, right = fig.subplots(1, 2)
     left.plot(np.degrees(thetas), t_lt, color="tab:blue")
     left.axhline(0.0, color="k", lw=0.8)
+    left.set_xlim(0.0, 180.0)
     left.set_xlabel(r"$\theta$ (degrees)")
     left.set_ylabel("T_lt", color="tab:blue")
     twin = left.twinx()
@@ -587,10 +757,12 @@ def _divergence_figure() -> Figure:
     left.set_title("KL is monotone in theta, transferability is not")
     points = right.scatter(kl, t_lt, c=np.degrees(thetas), cmap="viridis", s=6)
     marks = np.array([0.0, math.pi / 2, math.pi])
-    right.plot(theory.task_kl(marks, 0.2), theory.linear_transferability(marks, 0.5, 0.2), "ko", ms=5)
+    right.plot(theory.task_kl(marks, 0.2), theory.linear_transferability(marks, 0.5, 0.2), "ko", ms=5,
+               label="θ = 0°, 90°, 180°")
     right.axhline(0.0, color="k", lw=0.8)
     right.set_xlabel("KL(p_s || p_t)")
     right.set_ylabel("T_lt")
     right.set_title("gamma = 0.5, sigma = 0.2: T_lt against KL")
     fig.colorbar(points, ax=right, label=r"$\theta$ (degrees)")
+    fig.legend(*right.get_legend_handles_labels(), loc="outside lower right", fontsize=8)
     return fig

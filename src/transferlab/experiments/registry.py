@@ -18,6 +18,7 @@ __all__ = ["register", "get_experiment", "available_experiments"]
 _BUILTIN: dict[str, str] = {
     "toy": "transferlab.experiments.toy:ToyExperiment",
     "fate": "transferlab.experiments.fate:FateExperiment",
+    "transfer": "transferlab.experiments.transfer:TransferExperiment",
 }
 _REGISTERED: dict[str, type[Experiment]] = {}
 

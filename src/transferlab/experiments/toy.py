@@ -108,6 +108,10 @@ class ToyExperiment(Experiment):
         ax.set_title("toy: sample mean vs truth")
         return {"toy_means": fig}
 
+    def figure_captions(self, results: Results) -> dict[str, str]:
+        return {"toy_means": ("Sample mean of each (mu, sigma, n) group against the true mean mu: points with "
+                              "bars of ±2 standard errors (sigma / sqrt(n cells)); dashed line: estimate = truth.")}
+
 
 def _busy(work: int, rng: np.random.Generator) -> None:
     a = rng.standard_normal((64, 64))

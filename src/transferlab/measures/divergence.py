@@ -3,7 +3,7 @@
 Gaussian-fit KL, k-NN KL estimator, MMD^2 (unbiased / biased / linear-time, RBF kernel), exact
 Wasserstein W_p for equal-size samples (and any sizes in 1-D), sliced Wasserstein, Bures-Wasserstein
 between Gaussian fits, energy distance, and the analytic KL of the linear-Gaussian task family.
-Definitions: ``science.md`` section 5 and each docstring.
+Definitions and sources: each docstring (bibliography: ``docs/references.md``).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Kernel alignment (linear / RBF CKA, biased and debiased HSIC, streaming accumulator), canonical
 correlations (mean CCA, SVCCA, PWCCA), shape metrics (orthogonal Procrustes, angular), RSA, k-NN
-neighbourhood overlap and information imbalance. Formulas: each function's docstring and
-``science.md`` section 2.4.
+neighbourhood overlap and information imbalance. Formulas and sources: each function's docstring
+(bibliography: ``docs/references.md``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Batched deep linear networks (paper 1, science.md 1.2).
+"""Batched deep linear networks (Tahir, Ganguli & Rotskoff 2024, Sec. 3; the authors' ``model.py``).
 
 f(x) = x^T W_1 W_2 ... W_L with W_l in R^{d x d} for l < L and W_L in R^{d x 1}; the width equals
 the input dimension d. A :class:`DeepLinear` holds ``instances`` independent networks stacked along a

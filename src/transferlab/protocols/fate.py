@@ -1,6 +1,7 @@
 """Transfer protocols for deep linear networks and the batched "features are fate" simulator.
 
-Protocols (science.md 1.2-1.3), each on a batch of instances with a leading axis:
+Protocols (Tahir, Ganguli & Rotskoff 2024, Sec. 3, as in the authors' code), each on a batch of
+instances with a leading axis:
 
 - :func:`pretrain`: GD from the init on the source, either the population loss ||beta_s - beta||^2
   (infinite source data) or the empirical MSE of a finite, noisy source sample.
@@ -78,7 +79,7 @@ def scratch(init: DeepLinear, X: torch.Tensor, y: torch.Tensor, settings: GDSett
     """Train a copy of the small-init network ``init`` on the target MSE (1/n)||X beta - y||^2.
 
     X: (instances, n, d), y: (instances, n). From alpha -> 0 the limit is the minimum-norm
-    interpolator X^+ y for n < d and the least-squares solution for n > d (science.md 1.4 item 2).
+    interpolator X^+ y for n < d and the least-squares solution for n > d (the paper's Thm 3.5).
     """
     return _trained_copy(init, LeastSquaresObjective.empirical(X, y), settings)
 
@@ -88,9 +89,10 @@ def finetune(pretrained: DeepLinear, X: torch.Tensor, y: torch.Tensor, settings:
     """Train a copy of the pretrained network, all layers, on the target MSE.
 
     X: (instances, n, d), y: (instances, n). GD moves beta only inside row(X), so the limit is
-    beta_sc + c (I - P) beta_s with c = 1 at sigma = 0 (science.md 1.4 items 7-8). Unlike the
-    authors' fixed 5000 epochs, training stops at the same rule as scratch (excess <= tol): the
-    theory describes the converged limit.
+    beta_sc + c (I - P) beta_s with c = 1 at sigma = 0 (the paper's Thm 3.9, eq. 14; the scale c is
+    derived in docs/derivations/finite_source_finetuning.md). Unlike the authors' fixed 5000 epochs,
+    training stops at the same rule as scratch (excess <= tol): the theory describes the converged
+    limit.
     """
     return _trained_copy(pretrained, LeastSquaresObjective.empirical(X, y), settings)
 
@@ -109,9 +111,10 @@ def linear_transfer(
     solved in the cheaper of the d-dimensional form above and the n-dimensional (push-through) form
     c = F^T (F F^T + n lambda I)^{-1} y. ``ridge = 0`` gives the minimum-norm least-squares c.
 
-    ``rank = k`` first truncates H to its best rank-k approximation U_k S_k V_k^T (science.md 1.9: the
-    O(alpha) residual singular values of a pretrained H let an unregularised probe leak below the
-    sin^2 theta floor); the probe then runs on the k features Z = X U_k S_k.
+    ``rank = k`` first truncates H to its best rank-k approximation U_k S_k V_k^T (the O(alpha) residual
+    singular values of a pretrained H give F full row rank when n < d, so an unregularised probe fits
+    y through them and leaks below the sin^2 theta floor); the probe then runs on the k features
+    Z = X U_k S_k.
 
     Args:
         pretrained: networks with I instances.
@@ -182,7 +185,8 @@ def simulate_fate(
     tol: float = 1e-6,
     weight_decay: float = 0.0,
     rank: int | None = None,
-) -> dict[str, np.ndarray]:
+    return_training: bool = False,
+) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], dict[str, GDResult]]:
     """Simulate paper 1's transfer protocols for B cells x ``instances`` deep linear networks.
 
     Cell b has angle thetas[b] (radians), target label noise sigmas[b] and its own generator
@@ -218,13 +222,17 @@ def simulate_fate(
         weight_decay: weight decay of SCRATCH training only (the paper's Fig. 5 knob); pretraining and
             fine-tuning use none.
         rank: optional rank truncation of the frozen features in linear transfer.
+        return_training: also return the gradient-descent record of every trained phase.
 
     Returns:
-        ``{protocol: risks}`` with risks = ||beta_hat - beta_t||^2 as a float64 array (B, instances).
+        ``{protocol: risks}`` with risks = ||beta_hat - beta_t||^2 as a float64 array (B, instances);
+        with ``return_training`` the pair ``(risks, {phase: GDResult})`` for the phases that ran GD:
+        ``"pretrain"`` (fields of shape (B,), one pretraining per cell), ``"scratch"`` and
+        ``"finetune"`` (fields of shape (B * instances,), cell-major).
 
     Raises:
         ConfigError: invalid sizes, angles, noise levels, protocols, generators or knobs.
-        TrainingDiverged: GD diverged (lower ``lr``).
+        TrainingDiverged: GD diverged (the message says whether to lower ``lr`` or ``init_scale``).
     """
     d = _check_int("d", d, 2)
     n = _check_int("n", n, 1)
@@ -303,4 +311,5 @@ def simulate_fate(
         if missed and tol > 0:
             logger.warning("simulate_fate: %s: %d of %d runs stopped at max_steps=%d before excess <= %g",
                            phase, missed, result.converged.numel(), max_steps, tol)
-    return {p: risks[p].numpy().reshape(cells, instances) for p in protocols}
+    out = {p: risks[p].numpy().reshape(cells, instances) for p in protocols}
+    return (out, results) if return_training else out

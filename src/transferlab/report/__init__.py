@@ -1,4 +1,11 @@
-"""Figures and the self-contained HTML report."""
+"""Figures and the self-contained HTML report.
+
+:mod:`transferlab.report.plots` (shared plotting and statistics helpers) imports nothing above the
+leaves, so experiment kinds may use it; :func:`write_store_report` (which reads a sweep store) is
+imported on first use, so importing this package never loads the sweep engine.
+"""
+
+from typing import Any
 
 from transferlab.report.html import (
     ReportSection,
@@ -8,7 +15,6 @@ from transferlab.report.html import (
     write_report,
 )
 from transferlab.provenance import collect_provenance, git_commit
-from transferlab.report.store_report import write_store_report
 
 __all__ = [
     "ReportSection",
@@ -20,3 +26,11 @@ __all__ = [
     "write_report",
     "write_store_report",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "write_store_report":
+        from transferlab.report.store_report import write_store_report
+
+        return write_store_report
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

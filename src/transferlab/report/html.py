@@ -7,6 +7,7 @@ references no network address, so it opens offline and can be mailed as one atta
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import io
 import json
@@ -19,7 +20,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["ReportSection", "render_html", "write_report", "save_figures", "figure_png_bytes"]
+__all__ = ["MAX_INLINE_ROWS", "ReportSection", "render_html", "write_report", "save_figures", "figure_png_bytes",
+           "table_csv"]
+
+#: Tables longer than this are collapsed (a ``<details>`` element) with a CSV download beside them.
+MAX_INLINE_ROWS = 30
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem auto;max-width:1100px;
@@ -34,7 +39,11 @@ th{background:#edf2f7}
 td.t,th.t{text-align:left}
 figure{margin:1rem 0 1.6rem}
 figure img{max-width:100%;height:auto;border:1px solid #e2e8f0}
-figcaption{font-size:.85rem;color:#4a5568}
+figcaption{font-size:.85rem;color:#4a5568;max-width:70em}
+figcaption .name{color:#718096;font-family:monospace;font-size:.78rem}
+details{margin:.3rem 0 1.2rem}
+summary{cursor:pointer;color:#2b6cb0}
+p.note{font-size:.85rem;color:#4a5568}
 pre{background:#f7fafc;border:1px solid #e2e8f0;padding:.7rem;overflow-x:auto;font-size:.82rem}
 .summary td:first-child{text-align:left;font-weight:600}
 .failed{color:#c53030}
@@ -48,14 +57,17 @@ class ReportSection:
     Attributes:
         title: the section heading.
         text: a paragraph of plain text (HTML-escaped when rendered).
-        figures: name -> matplotlib Figure, shown in order with the name as caption.
-        tables: name -> rows (flat dicts; the union of keys gives the columns).
+        figures: name -> matplotlib Figure, shown in order, numbered across the report.
+        tables: name -> rows (flat dicts; the union of keys gives the columns). A table longer than
+            :data:`MAX_INLINE_ROWS` is collapsed, with its CSV as a download link (a data URL).
+        captions: figure name -> caption in words; a figure without one is captioned by its name.
     """
 
     title: str
     text: str = ""
     figures: Mapping[str, Figure] = field(default_factory=dict)
     tables: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
+    captions: Mapping[str, str] = field(default_factory=dict)
 
 
 def figure_png_bytes(fig: Figure, dpi: int = 110) -> bytes:
@@ -88,6 +100,8 @@ def _format_value(value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "nan"
+        if value == 0:  # also -0.0, which would print as "-0"
+            return "0"
         if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
             return f"{value:.4g}"
         return f"{value:.4f}".rstrip("0").rstrip(".") if abs(value) < 1e5 else f"{value:.4g}"
@@ -96,12 +110,40 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
-def _table_html(rows: Sequence[Mapping[str, Any]], css_class: str = "") -> str:
-    if not rows:
-        return "<p><em>(empty)</em></p>"
+def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     columns: list[str] = []
     for row in rows:
         columns.extend(c for c in row if c not in columns)
+    return columns
+
+
+def table_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The rows as CSV text (the union of keys as the header; full precision; lists as JSON)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    columns = _columns(rows)
+    writer.writerow(columns)
+    for row in rows:
+        values = (row.get(c, "") for c in columns)
+        writer.writerow(json.dumps(v) if isinstance(v, (list, tuple, dict)) else v for v in values)
+    return buffer.getvalue()
+
+
+def _named_table_html(name: str, rows: Sequence[Mapping[str, Any]]) -> str:
+    """A table under its heading; longer than :data:`MAX_INLINE_ROWS`, collapsed beside a CSV download."""
+    head = f"<h3>{html.escape(name)}</h3>"
+    if len(rows) <= MAX_INLINE_ROWS:
+        return head + _table_html(rows)
+    data = base64.b64encode(table_csv(rows).encode("utf-8")).decode("ascii")
+    link = f'<a download="{_slug(name)}.csv" href="data:text/csv;base64,{data}">download as CSV</a>'
+    return (f"{head}<p class='note'>{len(rows)} rows ({link}).</p>"
+            f"<details class='tl-table'><summary>show all {len(rows)} rows</summary>{_table_html(rows)}</details>")
+
+
+def _table_html(rows: Sequence[Mapping[str, Any]], css_class: str = "") -> str:
+    if not rows:
+        return "<p><em>(empty)</em></p>"
+    columns = _columns(rows)
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
     body = []
     for row in rows:
@@ -115,13 +157,15 @@ def _table_html(rows: Sequence[Mapping[str, Any]], css_class: str = "") -> str:
     return f"<div class='tbl'><table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
 
-def _figure_html(name: str, fig: Figure) -> str:
+def _figure_html(name: str, fig: Figure, caption: str | None, number: int) -> str:
     data = base64.b64encode(figure_png_bytes(fig)).decode("ascii")
     label = html.escape(name)
+    text = html.escape(caption, quote=False) if caption else label
     return (
         f'<figure class="tl-figure" data-name="{label}">'
-        f'<img alt="{label}" src="data:image/png;base64,{data}">'
-        f"<figcaption>{label}</figcaption></figure>"
+        f'<img alt="{html.escape(caption or name)}" src="data:image/png;base64,{data}">'
+        f"<figcaption><strong>Figure {number}.</strong> {text} <span class='name'>[{label}]</span>"
+        f"</figcaption></figure>"
     )
 
 
@@ -144,17 +188,20 @@ def render_html(
     if summary:
         rows = [{"quantity": k, "value": v} for k, v in summary.items()]
         parts.append("<h2>Summary</h2>" + _table_html(rows, "summary"))
+    number = 0
     for section in sections:
         parts.append(f"<h2>{html.escape(section.title)}</h2>")
         if section.text:
             parts.append(f"<p>{html.escape(section.text)}</p>")
         for name, fig in section.figures.items():
-            parts.append(_figure_html(name, fig))
+            number += 1
+            parts.append(_figure_html(name, fig, section.captions.get(name), number))
         for name, rows in section.tables.items():
-            parts.append(f"<h3>{html.escape(name)}</h3>" + _table_html(rows))
+            parts.append(_named_table_html(name, rows))
     if failures:
         parts.append(f"<h2 class='failed'>Failed cells ({len(failures)})</h2>")
-        parts.append(_table_html(failures))
+        parts.append(_table_html(failures) if len(failures) <= MAX_INLINE_ROWS
+                     else _named_table_html("failed cells", failures))
     if spec_text:
         parts.append(f"<h2>Spec</h2><pre>{html.escape(spec_text, quote=False)}</pre>")
     if provenance:

@@ -16,7 +16,11 @@ __all__ = ["write_store_report"]
 def write_store_report(store_path: str | Path, html_path: str | Path, figures_dir: str | Path | None = None,
                        title: str | None = None) -> Path:
     """Analyze the store with its experiment kind and write ``html_path`` (self-contained) plus every
-    figure as PNG and SVG in ``figures_dir`` (default: ``<html dir>/figures``)."""
+    figure as PNG and SVG in ``figures_dir`` (default: ``<html dir>/figures``).
+
+    Figures carry the kind's captions (:meth:`~transferlab.experiments.Experiment.figure_captions`);
+    the kind's theory-only figures, which do not depend on the store, are shown in a section of
+    their own."""
     html_path = Path(html_path)
     with open_store(store_path) as store:
         kind, table = load_table(store)
@@ -37,9 +41,18 @@ def write_store_report(store_path: str | Path, html_path: str | Path, figures_di
     if table.rows:
         results = kind.analyze(table)
         figures = kind.figures(results)
+        captions = kind.figure_captions(results)
         save_figures(figures, figures_dir if figures_dir is not None else html_path.parent / "figures")
         summary.update(results.summary)
-        sections.append(ReportSection("Results", figures=figures, tables=results.tables))
+        data_figures = {k: f for k, f in figures.items() if k not in kind.theory_only_figures}
+        theory_figures = {k: f for k, f in figures.items() if k in kind.theory_only_figures}
+        sections.append(ReportSection("Results", figures=data_figures, tables=results.tables, captions=captions))
+        if theory_figures:
+            sections.append(ReportSection(
+                "Theory-only figures",
+                text=(f"These figures are drawn from the {kind.name} kind's closed forms alone: they are the same for "
+                      "every store and do not depend on this store's cells."),
+                figures=theory_figures, captions=captions))
     else:
         sections.append(ReportSection("Results", text="No cell finished successfully; nothing to analyze."))
     provenance = collect_provenance()

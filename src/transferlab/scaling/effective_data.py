@@ -36,13 +36,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import least_squares
 
+from transferlab._optional import import_optional
 from transferlab.errors import DataError, FitError
 from transferlab.scaling.table import LossTable, warn
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 __all__ = [
     "STATUSES",
@@ -256,6 +261,12 @@ def fit_scratch_curve(d: ArrayLike, loss: ArrayLike, *, model_size: float, rise_
     return curve
 
 
+#: The per-point columns of :meth:`EffectiveDataTable.to_pandas` (``status`` last).
+_POINT_COLUMNS = (
+    "model_size", "data_size", "loss", "effective_data", "transferred_data", "data_for_plateau", "status",
+)
+
+
 @dataclass(frozen=True)
 class EffectiveDataTable:
     """Effective data of every fine-tuned run; arrays of shape ``(n_finetune,)``.
@@ -298,6 +309,38 @@ class EffectiveDataTable:
         """``(D_F, N, D_T)`` of the usable points, each ``(n_usable,)``."""
         m = self.usable
         return self.data_size[m], self.model_size[m], self.transferred_data[m]
+
+    def to_pandas(self) -> pd.DataFrame:
+        """The per-point arrays as a ``pandas.DataFrame`` of shape ``(n_finetune, 7)``.
+
+        Columns are the array attributes: ``model_size``, ``data_size``, ``loss``,
+        ``effective_data``, ``transferred_data``, ``data_for_plateau``, ``status``;
+        ``low_data_fraction`` and ``plateau_fraction`` travel in ``frame.attrs``. The fitted
+        ``curves`` are not tabular and are left out. Needs pandas (``pip install pandas``).
+        """
+        pd = import_optional("pandas", "EffectiveDataTable.to_pandas", package="pandas", extra="pandas")
+        frame = pd.DataFrame({name: getattr(self, name) for name in _POINT_COLUMNS})
+        frame.attrs.update(low_data_fraction=self.low_data_fraction, plateau_fraction=self.plateau_fraction)
+        return frame
+
+    @classmethod
+    def from_pandas(cls, frame: pd.DataFrame) -> EffectiveDataTable:
+        """A table from a DataFrame with the columns of :meth:`to_pandas` (shape ``(n_finetune, 7)``).
+
+        ``curves`` is empty (a DataFrame does not carry the fits); the two fractions come from
+        ``frame.attrs`` when present, else the defaults. Raises :class:`DataError` for a missing
+        column or an unknown status.
+        """
+        missing = [c for c in _POINT_COLUMNS if c not in frame.columns]
+        if missing:
+            raise DataError(f"DataFrame is missing column(s) {', '.join(repr(c) for c in missing)}")
+        status = np.asarray([str(s) for s in frame["status"]], dtype=np.str_)
+        unknown = sorted(set(status.tolist()) - set(STATUSES))
+        if unknown:
+            raise DataError(f"column 'status' has unknown value(s) {unknown}; known: {', '.join(STATUSES)}")
+        arrays = {name: np.asarray(frame[name].to_numpy(), dtype=np.float64) for name in _POINT_COLUMNS[:-1]}
+        fractions = {k: float(frame.attrs[k]) for k in ("low_data_fraction", "plateau_fraction") if k in frame.attrs}
+        return cls(**arrays, status=status, **fractions)
 
     def rows(self) -> list[dict[str, float | str]]:
         """One flat dict per fine-tuned run (for reports)."""

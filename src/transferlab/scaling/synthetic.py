@@ -6,31 +6,43 @@ fine-tuned losses are the same surface at the effective data,
 Each loss is multiplied by ``exp(noise * eps)``, ``eps ~ N(0, 1)`` independent per run, so ``noise``
 is the relative (multiplicative) loss noise, e.g. 0.002 for 0.2 %.
 
-Defaults follow reproduction target 8 of science.md: Kaplan's separate-fit WebText2 constants
-(a_N = 0.076, a_D = 0.095, N_c = 8.8e13, D_c = 5.4e13), text -> Python law (1.9e4, 0.18, 0.38),
-N from 1e5 to 1e9, D_F from 1e4 to 1e7; scratch runs on a data grid wide enough (1e3 .. 1e11) to
-cover every effective data size and every D(N).
+Defaults: Kaplan et al. (2020)'s separate-fit WebText2 constants (a_N = 0.076, a_D = 0.095,
+N_c = 8.8e13, D_c = 5.4e13), the text -> Python law of Hernandez et al. (2021, Table 1:
+1.9e4, 0.18, 0.38), N from 1e5 to 1e9, D_F from 1e4 to 1e7; scratch runs on a data grid wide
+enough (1e3 .. 1e11) to cover every effective data size and every D(N).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from decimal import Decimal, localcontext
 
 import numpy as np
-from numpy.typing import NDArray
 
 from transferlab.errors import ConfigError
 from transferlab.scaling.law import TEXT_TO_PYTHON, KaplanLoss, TransferLaw, unified_transfer_loss
 from transferlab.scaling.table import LossTable
 
-__all__ = ["KAPLAN_WEBTEXT2_SEPARATE", "SyntheticSurface", "synthetic_losses"]
+__all__ = ["KAPLAN_WEBTEXT2_SEPARATE", "SyntheticSurface", "log_grid", "synthetic_losses"]
 
-#: Kaplan et al. (2020) separate-fit WebText2 constants (recalled in science.md section 3.4, [mem]).
+#: Kaplan et al. (2020) separate-fit WebText2 constants (L(N) and L(D) fitted separately). They only
+#: need to give a realistic Kaplan-form surface: the tests recover the injected law, not these values.
 KAPLAN_WEBTEXT2_SEPARATE = KaplanLoss(alpha_n=0.076, alpha_d=0.095, n_c=8.8e13, d_c=5.4e13)
 
 
-def _grid(start: float, stop: float, num: int) -> NDArray[np.float64]:
-    return np.logspace(np.log10(start), np.log10(stop), num)
+def log_grid(start: float, stop: float, num: int) -> tuple[float, ...]:
+    """``num`` log-spaced values from ``start`` to ``stop`` (both > 0), the same on every machine.
+
+    The exponents are numpy's ``linspace`` (basic IEEE arithmetic: the same everywhere); each power
+    of ten is computed in 40-digit decimal arithmetic and rounded once to the nearest double.
+    ``numpy.logspace`` differs between CPUs by one ulp (``10**6.5`` is 3162277.6601683795 or
+    3162277.660168379 depending on the vector math library), which would change the grid a seed
+    regenerates.
+    """
+    exponents = np.linspace(math.log10(start), math.log10(stop), num)
+    with localcontext(prec=40):
+        return tuple(float(Decimal(10) ** Decimal(float(e))) for e in exponents)
 
 
 @dataclass(frozen=True)
@@ -48,9 +60,9 @@ class SyntheticSurface:
 
     law: TransferLaw = TEXT_TO_PYTHON
     kaplan: KaplanLoss = KAPLAN_WEBTEXT2_SEPARATE
-    model_sizes: tuple[float, ...] = tuple(_grid(1e5, 1e9, 9))
-    scratch_data_sizes: tuple[float, ...] = tuple(_grid(1e3, 1e11, 25))
-    finetune_data_sizes: tuple[float, ...] = tuple(_grid(1e4, 1e7, 13))
+    model_sizes: tuple[float, ...] = log_grid(1e5, 1e9, 9)
+    scratch_data_sizes: tuple[float, ...] = log_grid(1e3, 1e11, 25)
+    finetune_data_sizes: tuple[float, ...] = log_grid(1e4, 1e7, 13)
     noise: float = 0.002
 
     def __post_init__(self) -> None:

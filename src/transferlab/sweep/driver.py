@@ -29,7 +29,7 @@ from transferlab.provenance import git_commit
 from transferlab.sweep.executors import BatchResult, Executor, check_executor, make_executor
 from transferlab.sweep.planner import iter_batches
 from transferlab.sweep.spec import PlannedCell, Spec, expand_cells
-from transferlab.sweep.store import CLAIM_LEASE_S, CellOutcome, Store, claim_owner, open_store, renew_claims
+from transferlab.sweep.store import CLAIM_LEASE_S, CellOutcome, Store, claim_owner, open_store, renew_lease
 
 __all__ = ["ProgressEvent", "RunSummary", "run_sweep"]
 
@@ -161,7 +161,7 @@ def run_sweep(
                 dispatch.run(iter_batches(kind, todo, batch_size))
             status = "finished"
         finally:
-            st.finish_run(run_id, status, dispatch.ok, dispatch.failed)
+            st.finish_run(run_id, status)
         failed_in_store = sum(1 for s in st.statuses(p.cell.key for p in planned).values() if s == "failed")
     return RunSummary(store_path, run_id, len(planned), dispatch.skipped, dispatch.ok, dispatch.failed,
                       time.time() - started, failed_in_store)
@@ -211,7 +211,7 @@ class _Dispatch:
         inflight: dict[Future[BatchResult], tuple[list[PlannedCell], int]] = {}
         suspects: set[str] = set()
         token = self.owner.rsplit(":", 1)[1]
-        heartbeat = _Heartbeat(self.store.path, self.owner)
+        heartbeat = _Heartbeat(self.store.path, self.owner, self.run_id)
         ex: Executor | None = None
         pool = 0  # generation of the executor; a broken pool is replaced once
         try:
@@ -282,11 +282,12 @@ def _executor_failure(cells: Sequence[PlannedCell], error: str) -> BatchResult:
 
 
 class _Heartbeat:
-    """Renews the lease of this driver's claims every third of the lease, from a daemon thread, so a
-    batch longer than the lease is not taken over by a run on another host."""
+    """Renews the lease of this driver's claims and its run's heartbeat every third of the lease,
+    from a daemon thread, so a batch longer than the lease is not taken over by a run on another
+    host, and ``status`` shows the run as running (not interrupted) while it is."""
 
-    def __init__(self, path: Path, owner: str, period: float = CLAIM_LEASE_S / 3):
-        self._path, self._owner, self._period = path, owner, period
+    def __init__(self, path: Path, owner: str, run_id: int, period: float = CLAIM_LEASE_S / 3):
+        self._path, self._owner, self._run_id, self._period = path, owner, run_id, period
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="transferlab-heartbeat", daemon=True)
 
@@ -301,6 +302,6 @@ class _Heartbeat:
     def _beat(self) -> None:
         while not self._stop.wait(self._period):
             try:
-                renew_claims(self._path, self._owner)
+                renew_lease(self._path, self._owner, self._run_id)
             except Exception as exc:  # a missed beat only shortens the lease; never kill the run
                 log.warning("could not renew claims: %s", exc)

@@ -14,6 +14,7 @@ A spec::
     [run]                        # how to run (never part of a cell's identity)
     executor = "process"
     batch_size = 64
+    max_cells = 100000           # refuse a larger expansion (counted before anything is expanded)
 
 Axis forms: a list; a scalar (one value); or a table with exactly one of ``values = [...]``,
 ``linspace = [start, stop, num]``, ``logspace = [start_exp, stop_exp, num]`` (base 10),
@@ -37,14 +38,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from transferlab.errors import ConfigError
 from transferlab.experiments import Cell, Experiment, get_experiment
 
-__all__ = ["PlannedCell", "RunOptions", "Spec", "load_spec", "spec_from_dict", "expand_cells", "cell_key", "parse_axis"]
+__all__ = [
+    "DEFAULT_MAX_CELLS", "PlannedCell", "RunOptions", "Spec", "load_spec", "spec_from_dict", "expand_cells", "cell_key",
+    "axis_length", "parse_axis",
+]
 
 _UNITS = {"pi": math.pi, "pi/2": math.pi / 2, "deg": math.pi / 180}
+
+#: The most cells a spec may expand to unless its ``[run] max_cells`` (or ``run --max-cells``) says more.
+DEFAULT_MAX_CELLS = 100_000
 
 
 class RunOptions(BaseModel):
@@ -53,8 +60,9 @@ class RunOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     executor: Literal["serial", "process", "ray"] = "process"
-    jobs: int | None = Field(None, ge=1, description="workers (default: CPU count)")
-    batch_size: int = Field(64, ge=1, description="most cells per run_batch call")
+    jobs: StrictInt | None = Field(None, ge=1, description="workers (default: CPU count)")
+    batch_size: StrictInt = Field(64, ge=1, description="most cells per run_batch call")
+    max_cells: StrictInt = Field(DEFAULT_MAX_CELLS, ge=1, description="refuse a spec that expands to more cells")
     store: str | None = Field(None, description="store path (default: <spec stem>.db)")
     address: str | None = Field(None, description="Ray cluster address (default: start a local instance)")
 
@@ -65,8 +73,8 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     experiment: str
-    seed: int = Field(0, ge=0)
-    replicates: int = Field(1, ge=1)
+    seed: StrictInt = Field(0, ge=0)
+    replicates: StrictInt = Field(1, ge=1)
     name: str | None = None
     description: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
@@ -81,8 +89,27 @@ class Spec(BaseModel):
         return Path(self.source).name if self.source else "<spec>"
 
     def axes(self) -> dict[str, list[Any]]:
-        """Each grid axis expanded to its list of values, in spec order."""
+        """Each grid axis expanded to its list of values, in spec order (after :meth:`check_size`)."""
+        self.check_size()
         return {name: parse_axis(value, f"{self.label}: grid.{name}") for name, value in self.grid.items()}
+
+    def cell_count(self) -> int:
+        """How many cells the spec expands to (grid points times replicates), counted without
+        expanding any axis."""
+        return math.prod(self._axis_lengths().values()) * self.replicates
+
+    def _axis_lengths(self) -> dict[str, int]:
+        return {name: axis_length(value, f"{self.label}: grid.{name}") for name, value in self.grid.items()}
+
+    def check_size(self) -> None:
+        """Refuse (:class:`ConfigError`) a spec of more than ``run.max_cells`` cells, before anything is
+        expanded: a grid of 1000 x 1000 x 1000 values would take minutes and all memory to list."""
+        count = self.cell_count()
+        if count > self.run.max_cells:
+            sizes = " x ".join(f"{n} {name}" for name, n in self._axis_lengths().items()) or "1 point"
+            raise ConfigError(f"{self.label}: the spec expands to {count:,} cells ({sizes} x {self.replicates} "
+                              f"replicates), more than max_cells = {self.run.max_cells:,}; shrink the grid, or "
+                              "raise the limit with `run --max-cells N` or [run] max_cells")
 
     def default_store(self) -> Path:
         """``run.store`` if given, else ``<spec stem>.db`` in the working directory."""
@@ -92,15 +119,10 @@ class Spec(BaseModel):
         return Path(f"{stem}.db")
 
 
-def parse_axis(value: Any, where: str) -> list[Any]:
-    """Expand one grid-axis value (list, scalar or generator table) to its list of values."""
-    if isinstance(value, list):
-        if not value:
-            raise ConfigError(f"{where}: the axis is empty")
-        return list(value)
-    if not isinstance(value, dict):
-        return [value]
-    table = dict(value)
+def _generator(table: Mapping[str, Any], where: str) -> tuple[str, Any, Any]:
+    """Validate a generator table (``{linspace = [0, 1, 5], unit = "pi"}``); return ``(form, args,
+    unit)`` without expanding it."""
+    table = dict(table)
     unit = table.pop("unit", None)
     forms = [k for k in ("values", "linspace", "logspace", "range") if k in table]
     extra = sorted(set(table) - {"values", "linspace", "logspace", "range"})
@@ -111,24 +133,50 @@ def parse_axis(value: Any, where: str) -> list[Any]:
     form = forms[0]
     args = table[form]
     if form == "values":
+        return form, args, unit
+    numbers = isinstance(args, list) and len(args) == 3
+    if not numbers or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+        raise ConfigError(f"{where}: {form} needs three numbers [start, stop, {'step' if form == 'range' else 'num'}]")
+    if form == "range" and (not all(isinstance(a, int) for a in args) or args[2] == 0):
+        raise ConfigError(f"{where}: range needs integers [start, stop, step] with step != 0")
+    if form != "range" and (not isinstance(args[2], int) or args[2] < 1):
+        raise ConfigError(f"{where}: {form} needs a positive integer count, got {args[2]!r}")
+    return form, args, unit
+
+
+def axis_length(value: Any, where: str) -> int:
+    """How many values one grid axis has, without expanding it (O(1) for a generator table)."""
+    if isinstance(value, list):
+        return len(value)
+    if not isinstance(value, dict):
+        return 1
+    form, args, _ = _generator(value, where)
+    if form == "values":
+        return len(args) if isinstance(args, list) else 1
+    return len(range(*args)) if form == "range" else args[2]
+
+
+def parse_axis(value: Any, where: str) -> list[Any]:
+    """Expand one grid-axis value (list, scalar or generator table) to its list of values."""
+    if isinstance(value, list):
+        if not value:
+            raise ConfigError(f"{where}: the axis is empty")
+        return list(value)
+    if not isinstance(value, dict):
+        return [value]
+    form, args, unit = _generator(value, where)
+    if form == "values":
         values = parse_axis(args if isinstance(args, list) else [args], where)
-    else:
-        if not isinstance(args, list) or len(args) != 3 or not all(isinstance(a, (int, float)) for a in args):
-            raise ConfigError(f"{where}: {form} needs three numbers [start, stop, {'step' if form == 'range' else 'num'}]")
-        start, stop, third = args
-        if form == "range":
-            if not all(isinstance(a, int) for a in args) or third == 0:
-                raise ConfigError(f"{where}: range needs integers [start, stop, step] with step != 0")
-            values = list(range(start, stop, third))
-        else:
-            if not isinstance(third, int) or third < 1:
-                raise ConfigError(f"{where}: {form} needs a positive integer count, got {third!r}")
-            step = (stop - start) / (third - 1) if third > 1 else 0.0
-            values = [start + i * step for i in range(third)]
-            if form == "logspace":
-                values = [10.0**v for v in values]
+    elif form == "range":
+        values = list(range(*args))
         if not values:
             raise ConfigError(f"{where}: the axis is empty")
+    else:
+        start, stop, num = args
+        step = (stop - start) / (num - 1) if num > 1 else 0.0
+        values = [start + i * step for i in range(num)]
+        if form == "logspace":
+            values = [10.0**v for v in values]
     if unit is not None:
         factor = _UNITS.get(unit) if isinstance(unit, str) else unit
         if not isinstance(factor, (int, float)) or isinstance(factor, bool):
@@ -184,7 +232,7 @@ def spec_from_dict(raw: Mapping[str, Any], *, source: str | None = None, text: s
     except ValidationError as exc:
         raise ConfigError(_describe(exc, label, prefix="")) from None
     get_experiment(spec.experiment)  # unknown kind -> ConfigError naming the known ones
-    spec.axes()  # malformed axes -> ConfigError now, not later
+    spec.axes()  # too many cells, malformed axes -> ConfigError now, not later
     return spec
 
 

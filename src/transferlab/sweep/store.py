@@ -3,7 +3,9 @@
 Tables:
 
 - ``meta``: ``format = transferlab-store``, ``schema``, ``experiment`` -- identifies the file.
-- ``runs``: one row per ``transferlab run``: spec (JSON and text), executor, host, versions, times.
+- ``runs``: one row per ``transferlab run``: spec (JSON and text), executor, host, pid, versions,
+  times, the cells it committed so far, and its ``heartbeat`` (renewed with its claims, so a run
+  killed on another host shows as interrupted once its lease expires).
 - ``cells``: one row per cell key (the primary key, so a cell can never appear twice): config,
   status (``ok`` | ``failed`` | ``running`` = never finished), result JSON, error text and traceback,
   timings, host, package version, run id, attempts, and the claim (``claimed_by``,
@@ -16,15 +18,22 @@ batch is dispatched the driver *claims* its cells in a write transaction; anothe
 cells claimed by a live owner (same host: its process exists; other host: the lease, renewed by
 the owner's heartbeat, has not expired), so two runs on one store neither duplicate nor corrupt. ``synchronous=NORMAL`` in WAL mode
 is safe against process crashes (a power cut may lose the last commits, never corrupt the file).
+
+Creation is atomic: a new store is built complete under a temporary name in the same directory and
+hard-linked into place (the link fails if the name exists), so runs racing to create one store all
+end up using the same file, and a file transferlab made is never seen empty or half made. An
+existing empty file, which is not a store, is refused.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,9 +42,10 @@ from typing import Any
 
 from transferlab.errors import StoreError
 
-__all__ = ["Store", "StoredCell", "CellOutcome", "open_store", "claim_owner", "renew_claims"]
+__all__ = ["Store", "StoredCell", "CellOutcome", "open_store", "claim_owner", "renew_lease", "result_converged"]
 
 FORMAT = "transferlab-store"
+SQLITE_HEADER = b"SQLite format 3\x00"
 SCHEMA = "1"
 CLAIM_LEASE_S = 600.0
 
@@ -46,7 +56,7 @@ CREATE TABLE IF NOT EXISTS runs (
     started REAL NOT NULL, finished REAL, status TEXT NOT NULL DEFAULT 'running',
     experiment TEXT NOT NULL, spec_json TEXT NOT NULL, spec_text TEXT, spec_path TEXT,
     executor TEXT, jobs INTEGER, host TEXT, pid INTEGER, package_version TEXT, git_commit TEXT,
-    cells_total INTEGER, cells_ok INTEGER, cells_failed INTEGER
+    cells_total INTEGER, cells_ok INTEGER, cells_failed INTEGER, heartbeat REAL
 );
 CREATE TABLE IF NOT EXISTS cells (
     key TEXT PRIMARY KEY,
@@ -83,13 +93,42 @@ def _owner_alive(owner: str | None, expires: float | None, now: float, own_pid_t
         return False
     if pid == os.getpid():
         return token in own_pid_tokens
+    return _pid_alive(pid)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # it exists, owned by another user
         return True
     return True
+
+
+def _run_state(run: dict[str, Any], now: float) -> str:
+    """``finished``, ``running`` or ``interrupted``: a run still marked running is interrupted when
+    its driver is gone (on this host, its process no longer exists; on another host, its heartbeat
+    is older than the lease)."""
+    if run["status"] != "running":
+        return str(run["status"])
+    if run["host"] == socket.gethostname() and run["pid"] is not None:
+        alive = run["pid"] == os.getpid() or _pid_alive(int(run["pid"]))
+    else:
+        beat = run.get("heartbeat") or run["started"]
+        alive = beat + CLAIM_LEASE_S > now
+    return "running" if alive else "interrupted"
+
+
+def result_converged(result: dict[str, Any] | None) -> bool:
+    """False when a stored result row says its training did not converge: a field ``converged``
+    that is ``false``, or a list of per-instance flags of which any is ``false``. Rows without the
+    field (kinds that train nothing) count as converged."""
+    flag = (result or {}).get("converged", True)
+    if isinstance(flag, list):
+        return all(item is not False for item in flag)
+    return flag is not False
 
 
 @dataclass(frozen=True)
@@ -178,26 +217,37 @@ class Store:
     # -- runs ------------------------------------------------------------------------------------
     def start_run(self, *, experiment: str, spec_json: str, spec_text: str | None, spec_path: str | None,
                   executor: str, jobs: int, package_version: str, git_commit: str | None, cells_total: int) -> int:
+        """Record a new run of this process (status ``running``, no cells yet); return its id."""
         with self._write() as conn:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+            if "heartbeat" not in columns:  # a store made before runs had a heartbeat
+                conn.execute("ALTER TABLE runs ADD COLUMN heartbeat REAL")
+            now = time.time()
             cur = conn.execute(
                 "INSERT INTO runs (started, experiment, spec_json, spec_text, spec_path, executor, jobs, host, pid,"
-                " package_version, git_commit, cells_total) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (time.time(), experiment, spec_json, spec_text, spec_path, executor, jobs, socket.gethostname(),
-                 os.getpid(), package_version, git_commit, cells_total),
+                " package_version, git_commit, cells_total, cells_ok, cells_failed, heartbeat)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,0,0,?)",
+                (now, experiment, spec_json, spec_text, spec_path, executor, jobs, socket.gethostname(),
+                 os.getpid(), package_version, git_commit, cells_total, now),
             )
             return int(cur.lastrowid)
 
-    def finish_run(self, run_id: int, status: str, ok: int, failed: int) -> None:
+    def finish_run(self, run_id: int, status: str) -> None:
+        """Mark a run ``finished`` or ``interrupted`` (its cell counts are kept by each commit)."""
         with self._write() as conn:
-            conn.execute(
-                "UPDATE runs SET finished = ?, status = ?, cells_ok = ?, cells_failed = ? WHERE run_id = ?",
-                (time.time(), status, ok, failed, run_id),
-            )
+            conn.execute("UPDATE runs SET finished = ?, status = ? WHERE run_id = ?", (time.time(), status, run_id))
 
     def runs(self) -> list[dict[str, Any]]:
+        """Every run as a dict of its columns, plus ``state``: ``finished``, ``running``, or
+        ``interrupted`` (stopped early, or still marked running but its driver is gone: killed).
+        ``cells_ok`` and ``cells_failed`` count the cells it committed, also for a killed run."""
         cur = self._conn.execute("SELECT * FROM runs ORDER BY run_id")
         names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        now = time.time()
+        runs = [dict(zip(names, row)) for row in cur.fetchall()]
+        for run in runs:
+            run["state"] = _run_state(run, now)
+        return runs
 
     def latest_spec(self) -> tuple[dict[str, Any], str | None]:
         """The JSON and text of the newest run's spec."""
@@ -261,6 +311,7 @@ class Store:
         (after its lease expired) cannot overwrite another's result.
         """
         written: set[str] = set()
+        ok = failed = 0
         with self._write() as conn:
             for o in outcomes:
                 cur = conn.execute(
@@ -274,6 +325,11 @@ class Store:
                 )
                 if cur.rowcount:
                     written.add(o.key)
+                    ok += o.status == "ok"
+                    failed += o.status != "ok"
+            conn.execute("UPDATE runs SET cells_ok = COALESCE(cells_ok, 0) + ?,"
+                         " cells_failed = COALESCE(cells_failed, 0) + ?, heartbeat = ? WHERE run_id = ?",
+                         (ok, failed, time.time(), run_id))
         return written
 
     def release(self, owner: str) -> None:
@@ -296,64 +352,160 @@ class Store:
         ]
 
     def counts(self) -> dict[str, int]:
+        """Cells by status: ``ok``, ``failed``, ``running`` (claimed, not finished)."""
         counts = {"ok": 0, "failed": 0, "running": 0}
         counts.update(self._conn.execute("SELECT status, COUNT(*) FROM cells GROUP BY status").fetchall())
         return counts
+
+    def unfinished(self) -> dict[str, int]:
+        """Cells marked ``running``, split into ``running`` (their driver is alive) and
+        ``interrupted`` (left by a killed driver; the next run computes them)."""
+        now = time.time()
+        own = frozenset(self._live_tokens)
+        split = {"running": 0, "interrupted": 0}
+        for owner, expires in self._conn.execute(
+                "SELECT claimed_by, claim_expires FROM cells WHERE status = 'running'"):
+            split["running" if _owner_alive(owner, expires, now, own) else "interrupted"] += 1
+        return split
+
+    def unconverged(self) -> int:
+        """How many ``ok`` cells say their training did not converge (see :func:`result_converged`)."""
+        rows = self._conn.execute(
+            "SELECT result FROM cells WHERE status = 'ok' AND result LIKE '%\"converged\"%'")
+        return sum(not result_converged(json.loads(result)) for (result,) in rows)
 
     def total_seconds(self) -> float:
         return float(self._conn.execute("SELECT COALESCE(SUM(seconds), 0) FROM cells").fetchone()[0])
 
 
-def renew_claims(path: Path, owner: str) -> None:
-    """Extend the lease of every claim of ``owner`` (called from the driver's heartbeat thread,
-    on its own connection)."""
+def renew_lease(path: Path, owner: str, run_id: int) -> None:
+    """Extend the lease of every claim of ``owner`` and beat the heart of run ``run_id`` (called
+    from the driver's heartbeat thread, on its own connection, in one transaction)."""
     conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)
     try:
         conn.execute("PRAGMA busy_timeout = 60000")
-        conn.execute("UPDATE cells SET claim_expires = ? WHERE claimed_by = ?", (time.time() + CLAIM_LEASE_S, owner))
+        now = time.time()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE cells SET claim_expires = ? WHERE claimed_by = ?", (now + CLAIM_LEASE_S, owner))
+        conn.execute("UPDATE runs SET heartbeat = ? WHERE run_id = ?", (now, run_id))
+        conn.execute("COMMIT")
     finally:
         conn.close()
 
 
 def open_store(path: str | Path, *, create: bool = False) -> Store:
-    """Open (or with ``create``, create) a store; :class:`StoreError` for a missing, unreadable or
-    foreign file -- never a traceback, and a foreign file is never written to."""
+    """Open (or with ``create``, create) a store.
+
+    Raises :class:`StoreError` with one line naming the problem -- no such file, a directory, no
+    permission, an empty file, not an SQLite file, a damaged file, another program's database, an
+    unsupported schema -- never a traceback; a file that is not a store is never written to.
+    """
     path = Path(path)
-    exists = path.exists()
-    if not exists and not create:
-        raise StoreError(f"{path}: no such store")
-    if exists and path.is_dir():
-        raise StoreError(f"{path}: is a directory, not a store")
-    if not path.parent.is_dir():
-        raise StoreError(f"{path}: the directory {path.parent} does not exist")
-    try:
-        conn = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
+    if create and not os.path.lexists(path):
+        _create(path)
+    _check_file(path)
+    conn: sqlite3.Connection | None = None
+    try:  # mode=rw: never create a file here (a path that vanished since the check stays absent)
+        conn = sqlite3.connect(path.absolute().as_uri() + "?mode=rw", uri=True, timeout=60.0,
+                               isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 60000")
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path}: not a transferlab store ({exc})") from None
-    if exists and tables:
         fmt = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone() if "meta" in tables else None
         if fmt is None or fmt[0] != FORMAT:
-            conn.close()
             raise StoreError(f"{path}: an SQLite database, but not a transferlab store")
         schema = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         if schema is None or schema[0] != SCHEMA:
-            conn.close()
             raise StoreError(f"{path}: store schema {schema and schema[0]!r} is not supported (expected {SCHEMA})")
-    elif not create:  # an existing file without tables
-        conn.close()
-        raise StoreError(f"{path}: not a transferlab store (empty database)")
-    else:
+        conn.execute("PRAGMA synchronous = NORMAL")
+    except (StoreError, sqlite3.Error) as exc:
+        if conn is not None:
+            conn.close()
+        if isinstance(exc, StoreError):
+            raise
+        raise StoreError(_sqlite_problem(path, exc)) from None
+    return Store(path, conn)
+
+
+def _check_file(path: Path) -> None:
+    """:class:`StoreError` unless ``path`` is a readable file that starts like an SQLite database."""
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        raise StoreError(f"{path}: no such store") from None
+    except IsADirectoryError:
+        raise StoreError(f"{path}: is a directory, not a store") from None
+    except PermissionError:
+        raise StoreError(f"{path}: cannot read the store (permission denied)") from None
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read the store ({exc.strerror or exc})") from None
+    if not header:
+        raise StoreError(f"{path}: an empty file, not a transferlab store (transferlab never leaves a store "
+                         "empty); remove it or choose another store")
+    if header != SQLITE_HEADER:
+        raise StoreError(f"{path}: not a transferlab store (not an SQLite database)")
+
+
+def _sqlite_problem(path: Path, exc: sqlite3.Error) -> str:
+    """The one-line reason SQLite could not read a file that starts like a database."""
+    text = str(exc)
+    if "malformed" in text or "not a database" in text:
+        return f"{path}: the store is damaged ({text})"
+    if "locked" in text or "busy" in text:
+        return f"{path}: the store stayed locked by another process ({text})"
+    if not os.access(path.parent, os.W_OK):
+        return (f"{path}: cannot open the store: its directory {path.parent} is not writable (SQLite keeps "
+                f"{path.name}-wal and {path.name}-shm beside it) ({text})")
+    return f"{path}: cannot read the store ({text})"
+
+
+def _create(path: Path) -> None:
+    """Create a complete, empty store at ``path`` unless something is already there.
+
+    The store is built under a temporary name beside ``path`` and hard-linked into place; the link
+    fails if ``path`` exists, in which case a concurrent run created it first and that file is used.
+    On a file system without hard links the image is copied into a file created exclusively.
+    """
+    directory = path.parent
+    if not directory.is_dir():
+        raise StoreError(f"{path}: the directory {directory} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise StoreError(f"{path}: cannot create the store: the directory {directory} is not writable")
+    tmp = directory / f".{path.name}.{uuid.uuid4().hex[:12]}.creating"
+    try:
+        conn = sqlite3.connect(tmp, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.executescript(
                 "BEGIN IMMEDIATE;" + _SCHEMA_SQL
-                + f"INSERT OR IGNORE INTO meta VALUES ('format', '{FORMAT}');"
-                + f"INSERT OR IGNORE INTO meta VALUES ('schema', '{SCHEMA}');COMMIT;"
+                + f"INSERT INTO meta VALUES ('format', '{FORMAT}');"
+                + f"INSERT INTO meta VALUES ('schema', '{SCHEMA}');COMMIT;"
             )
-        except sqlite3.DatabaseError as exc:
+        finally:
             conn.close()
-            raise StoreError(f"{path}: cannot create the store ({exc})") from None
-    conn.execute("PRAGMA synchronous = NORMAL")
-    return Store(path, conn)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # a concurrent run created it first
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            _copy_exclusive(tmp, path)
+    except (sqlite3.Error, OSError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StoreError(f"{path}: cannot create the store ({reason})") from None
+    finally:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+
+
+def _copy_exclusive(image: Path, path: Path) -> None:
+    """Write the bytes of ``image`` to ``path`` if no file is there (for file systems without hard
+    links; a reader may see the file half written for the moment the copy takes)."""
+    data = image.read_bytes()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)

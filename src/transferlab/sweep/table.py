@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from transferlab._optional import import_optional
 from transferlab.errors import ConfigError, StoreError
 from transferlab.experiments import Experiment, ResultTable, get_experiment
 from transferlab.sweep.store import Store, open_store
@@ -16,12 +17,17 @@ __all__ = ["load_table", "export_store", "EXPORT_FORMATS"]
 EXPORT_FORMATS = ("csv", "parquet", "json")
 
 
-def load_table(store: Store) -> tuple[Experiment, ResultTable]:
+def load_table(store: Store | str | Path) -> tuple[Experiment, ResultTable]:
     """The store's experiment kind and its table of cells computed by the kind's current version.
 
-    Rows of ``ok`` cells are ``{**config, "replicate", "key", **result}``; failed cells are listed in
-    ``table.failed`` with their error.
+    ``store`` is an open :class:`Store` or the path of a store file (opened, read and closed
+    again; :class:`StoreError` if it is missing or not a store). Rows of ``ok`` cells are
+    ``{**config, "replicate", "key", **result}``; failed cells are listed in ``table.failed`` with
+    their error. ``load_table(path)[1].to_pandas()`` gives the rows as a DataFrame.
     """
+    if not isinstance(store, Store):
+        with open_store(store) as opened:
+            return load_table(opened)
     name = store.experiment()
     if name is None:
         raise StoreError(f"{store.path}: the store holds no cells yet")
@@ -68,24 +74,28 @@ def export_store(store_path: str | Path, fmt: str, out: str | Path) -> Path:
     columns: list[str] = []
     for record in records:
         columns.extend(c for c in record if c not in columns)
-    cells = [{c: _scalar(r.get(c)) for c in columns} for r in records]
     if fmt == "json":
         out.write_text(json.dumps(records, indent=1), encoding="utf-8")
     elif fmt == "csv":
         with out.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=columns)
             writer.writeheader()
-            writer.writerows(cells)
+            writer.writerows({c: _as_json(r.get(c), (list, dict)) for c in columns} for r in records)
     else:
-        try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise ConfigError("parquet export needs pyarrow: pip install 'transferlab[parquet]'") from None
-        pq.write_table(pa.Table.from_pylist(cells), out)
+        pa = import_optional("pyarrow", "parquet export", package="pyarrow", extra="parquet")
+        pq = import_optional("pyarrow.parquet", "parquet export", package="pyarrow", extra="parquet")
+        # Per-instance arrays stay list columns (list<double>, nested for matrices); only dicts,
+        # which have no fixed schema across cells, become JSON text.
+        arrays = {}
+        for c in columns:
+            try:
+                arrays[c] = pa.array([_as_json(r.get(c), (dict,)) for r in records])
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise ConfigError(f"parquet export: column {c!r} mixes types ({exc}); export as csv or json") from None
+        pq.write_table(pa.table(arrays), out)
     return out
 
 
-def _scalar(value: Any) -> Any:
-    """Lists and dicts as JSON text, so every column of a flat table is a scalar."""
-    return json.dumps(value) if isinstance(value, (list, dict)) else value
+def _as_json(value: Any, kinds: tuple[type, ...]) -> Any:
+    """``value`` as JSON text if it is one of ``kinds``, else unchanged (a flat table's cell)."""
+    return json.dumps(value) if isinstance(value, kinds) else value

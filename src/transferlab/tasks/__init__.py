@@ -29,8 +29,34 @@ from transferlab.tasks.hidden_manifold import (  # correlated hidden-manifold ta
     perturbed_task,
 )
 from transferlab.tasks.linear import TeacherPair, linear_regression_data, teacher_pair
+from transferlab.tasks.multiview import (  # hierarchical multi-view data and label maps (see its module docstring)
+    LABEL_MAPS,
+    LabelMap,
+    MultiViewData,
+    MultiViewFeatures,
+    aligned_label_map,
+    coarse_label_map,
+    fine_label_map,
+    global_label_map,
+    label_map,
+    multiview_data,
+    multiview_features,
+    random_label_map,
+)
 
 __all__ = [
+    "LABEL_MAPS",
+    "LabelMap",
+    "MultiViewData",
+    "MultiViewFeatures",
+    "aligned_label_map",
+    "coarse_label_map",
+    "fine_label_map",
+    "global_label_map",
+    "label_map",
+    "multiview_data",
+    "multiview_features",
+    "random_label_map",
     "HiddenManifoldPair",
     "HiddenManifoldTask",
     "correlated_pair",

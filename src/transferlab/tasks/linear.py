@@ -1,4 +1,5 @@
-"""Linear teacher pairs and Gaussian regression data (paper 1, "Features are fate", science.md 1.1).
+"""Linear teacher pairs and Gaussian regression data (Tahir, Ganguli & Rotskoff 2024, "Features are
+fate", Sec. 3, Assumptions 3.1-3.2).
 
 Model: inputs x ~ N(0, I_d), labels y = beta^T x + eps with eps ~ N(0, sigma^2). A source teacher
 beta_s and a target teacher beta_t are unit vectors with overlap beta_s^T beta_t = cos(theta), built

@@ -1,6 +1,10 @@
 """Closed forms of "Features are fate" (Tahir, Ganguli, Rotskoff 2024): deep linear transfer.
 
-Setting (science.md 1.1-1.4): inputs ``x ~ N(0, I_d)``; unit-norm source and target teachers with
+Equation, theorem and appendix numbers are those of arXiv 2410.08194 v2 (docs/references.md); the
+closed forms beyond the paper (the balancedness scale ``c``, the finite-source corrections) are
+derived in docs/derivations/finite_source_finetuning.md.
+
+Setting (Sec. 3): inputs ``x ~ N(0, I_d)``; unit-norm source and target teachers with
 overlap ``cos(theta) = beta_s . beta_t``; target labels ``y = beta_t . x + eps``, ``eps ~ N(0, sigma^2)``;
 ``n = gamma d`` target samples; risk ``R = ||beta_hat - beta_t||^2``. Pretraining from a vanishing
 initialisation makes the hidden features rank one along the source teacher; the three protocols are
@@ -302,6 +306,9 @@ def finetune_risk(theta: ArrayLike, gamma: ArrayLike, sigma: ArrayLike, d: int |
 def balancedness_scale(gamma: ArrayLike, sigma: ArrayLike, d: int | None = None, layers: int = 2) -> FloatArray:
     """Scale ``c`` of the null-space component of fine-tuning fixed by conserved balancedness.
 
+    Not in the paper (which has ``c = 1``, eq. 14); the derivation is in
+    docs/derivations/finite_source_finetuning.md.
+
     Gradient flow conserves ``W_l^T W_l - W_{l+1} W_{l+1}^T`` (zero after pretraining from a vanishing
     init, so every layer stays rank one and balanced) and leaves ``(I-P) W_1`` unchanged. An
     end-to-end norm ``r`` then forces ``(I-P) beta_ft = r^{(L-1)/L} (I-P) beta_s``, so
@@ -418,7 +425,8 @@ def finetune_transferability_finite_source_corrected(
     beta_hat_s``. Gradient flow conserves balancedness, so with a pretrained end-to-end norm
     ``r0 = ||beta_hat_s|| != 1`` the null-space part is rescaled, ``beta_ft = beta_sc + c (I-P)
     beta_hat_s`` with ``c = (r/r0)^{(L-1)/L}``, ``r = ||beta_ft||``. In ``x = c^2`` this is the
-    population equation with ``b`` divided by ``r0^2`` (derived here, not in the paper)::
+    population equation with ``b`` divided by ``r0^2`` (not in the paper; derived in
+    docs/derivations/finite_source_finetuning.md)::
 
         x^{L/(L-1)} - (1 - gamma)_+ x - ||beta_sc||^2 / r0^2 = 0,
         T_ft = (1 - gamma)_+ (2 c cos(theta) min(1, gamma_s) - c^2 r0^2),
@@ -461,7 +469,8 @@ def finite_source_break_even_angle(gamma_s: ArrayLike, sigma_s: ArrayLike) -> Fl
 def finite_source_overlap(theta: ArrayLike, gamma_s: ArrayLike, sigma_s: ArrayLike) -> FloatArray:
     """Cosine between the pretrained feature direction ``beta_hat_s/||beta_hat_s||`` and ``beta_t``.
 
-    Derived here (not in the paper), proportional limit where both moments self-average::
+    Not in the paper (derived in docs/derivations/finite_source_finetuning.md); proportional limit,
+    where both moments self-average::
 
         rho = cos(theta) min(1, gamma_s) / sqrt(E||beta_hat_s||^2)
 
@@ -484,7 +493,9 @@ def linear_transfer_risk_finite_source(
     lam: ArrayLike = 0.0,
     layers: int = 2,
 ) -> FloatArray:
-    """Linear-transfer risk when the features were pretrained on a finite noisy source (derived).
+    """Linear-transfer risk when the features were pretrained on a finite noisy source.
+
+    Not in the paper; derived in docs/derivations/finite_source_finetuning.md.
 
     Pretraining an ``L``-layer balanced network on ``n_s = gamma_s d`` samples gives rank-one features
     ``W_1...W_{L-1} = s u v^T`` with ``u = beta_hat_s/||beta_hat_s||`` and

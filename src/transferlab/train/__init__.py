@@ -4,9 +4,13 @@ Public names:
 
 - :class:`LeastSquaresObjective` -- population or empirical least squares of the end-to-end predictor
 - :func:`train_gd`, :class:`GDSettings`, :class:`GDResult` -- full-batch GD for deep linear nets
+- :func:`fit`, :func:`evaluate`, :class:`TrainSettings`, :class:`TrainResult` -- minibatch SGD/Adam for any BlockNet
 """
 
 from transferlab.train.gd import GDResult, GDSettings, train_gd
+from transferlab.train.loop import TrainResult, TrainSettings, evaluate, fit
 from transferlab.train.objectives import LeastSquaresObjective
 
-__all__ = ["GDResult", "GDSettings", "LeastSquaresObjective", "train_gd"]
+__all__ = [
+    "GDResult", "GDSettings", "LeastSquaresObjective", "TrainResult", "TrainSettings", "evaluate", "fit", "train_gd",
+]

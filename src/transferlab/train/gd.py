@@ -1,4 +1,4 @@
-"""Batched full-batch gradient descent for deep linear networks (science.md 1.2, 1.8).
+"""Batched full-batch gradient descent for deep linear networks (Tahir, Ganguli & Rotskoff 2024).
 
 Every instance of a :class:`~transferlab.nets.DeepLinear` runs its own GD on its own objective;
 instances share nothing but the tensor they are stacked in, so a result never depends on what else
@@ -42,6 +42,11 @@ logger = logging.getLogger("transferlab")
 
 #: A loss above ``_DIVERGENCE_FACTOR * (1 + initial excess)`` counts as divergence.
 _DIVERGENCE_FACTOR = 1e8
+#: lr * lambda_max of the automatic step size (``GDSettings.lr = None``).
+_AUTO_STEP = 0.2
+#: P of a trained balanced L = 2 net fitting a unit-norm teacher (:class:`GDSettings`): a step with
+#: lr * lambda_max * _TRAINED_P >= 1 turns unstable as training approaches the solution, whatever the init.
+_TRAINED_P = 2.0
 
 
 @dataclass(frozen=True)
@@ -230,7 +235,7 @@ def train_gd(
     Raises:
         DataError: ``net`` and ``objective`` disagree in instances, d or dtype.
         TrainingDiverged: some instance's loss became non-finite or exploded; the message names
-            the instances and the step size (lower ``lr``).
+            the instances and the cause: too large a step size or too large initial weights.
     """
     settings = settings or GDSettings()
     if (objective.instances, objective.d, objective.dtype) != (net.instances, net.d, net.dtype):
@@ -239,7 +244,7 @@ def train_gd(
             f"net (instances={net.instances}, d={net.d}, {net.dtype})"
         )
     if settings.lr is None:
-        lr = 0.2 / objective.curvature
+        lr = _AUTO_STEP / objective.curvature
     else:
         lr = torch.full((net.instances,), settings.lr, dtype=torch.float64)
     lr_work = lr.to(net.dtype)
@@ -253,18 +258,20 @@ def train_gd(
         steps = torch.zeros(net.instances, dtype=torch.int64)
         excess = stepper.evaluate()
         limit = _DIVERGENCE_FACTOR * (1.0 + excess.to(torch.float64).clamp(min=0.0))
+        step_scale = lr * objective.curvature.to(torch.float64)  # lr * lambda_max, to name a divergence's cause
+        start_p = _layer_preconditioner(net)
         for step in range(settings.max_steps):
             if step:
                 excess = stepper.evaluate()
             active &= excess > settings.tol
             if step % settings.check_every == 0:
-                _check_divergence(excess, limit, lr, step)
+                _check_divergence(excess, limit, lr, step_scale, start_p, step)
                 if not bool(active.any()):
                     break
             steps += active
             stepper.apply(lr_work * active)
         excess = stepper.evaluate().to(torch.float64)
-        _check_divergence(excess, limit, lr, int(steps.max()))
+        _check_divergence(excess, limit, lr, step_scale, start_p, int(steps.max()))
         stepper.finish()
     converged = excess <= settings.tol
     if not bool(converged.all()) and settings.tol > 0:
@@ -273,12 +280,38 @@ def train_gd(
     return GDResult(steps=steps, converged=converged, excess=excess, lr=lr)
 
 
-def _check_divergence(excess: torch.Tensor, limit: torch.Tensor, lr: torch.Tensor, step: int) -> None:
-    """Raise :class:`TrainingDiverged` for instances whose excess loss is non-finite or > ``limit``."""
+def _layer_preconditioner(net: DeepLinear) -> torch.Tensor:
+    """``(I,)`` float64: P = sum_l prod_{k != l} ||W_k||_F^2 of each instance (see :class:`GDSettings`;
+    Frobenius norms bound the spectral ones from above). A small init has P << 1; P = inf when the
+    weights' norms overflow."""
+    squares = torch.stack([torch.linalg.vector_norm(w.detach().to(torch.float64), dim=(-2, -1)) ** 2
+                           for w in net.weights])  # (L, I)
+    return sum(torch.cat([squares[:l], squares[l + 1:]]).prod(0) for l in range(squares.shape[0]))
+
+
+def _check_divergence(
+    excess: torch.Tensor, limit: torch.Tensor, lr: torch.Tensor, step_scale: torch.Tensor, start_p: torch.Tensor,
+    step: int,
+) -> None:
+    """Raise :class:`TrainingDiverged` for instances whose excess loss is non-finite or > ``limit``.
+
+    GD is stable while lr * lambda_max * P < 1 (:class:`GDSettings`). The message names the cause of
+    the first bad instance: the step size when ``step_scale`` (lr * lambda_max) is unstable for a
+    trained net (P = ``_TRAINED_P``), the init scale when ``start_p`` (P of the initial weights) is
+    unstable even for the automatic step; the step size when neither is clear.
+    """
     bad = ~torch.isfinite(excess) | (excess.to(torch.float64) > limit)
     if bool(bad.any()):
         which = torch.nonzero(bad)[:, 0].tolist()
+        i = which[0]
+        scale, p = float(step_scale[i]), float(start_p[i])
+        causes = []
+        if scale * _TRAINED_P >= 1 or p * _AUTO_STEP < 1:
+            causes.append(f"the learning rate (lr * lambda_max = {scale:.3g}; the automatic step size uses {_AUTO_STEP})")
+        if p * _AUTO_STEP >= 1:
+            causes.append(f"the init scale (P = sum_l prod_(k != l) ||W_k||^2 = {p:.3g} at the start, growing as "
+                          "init_scale^(2 (L - 1)); small inits have P << 1)")
         raise TrainingDiverged(
             f"gradient descent diverged at step {step} for instance(s) {which[:10]}"
-            f"{' ...' if len(which) > 10 else ''} (lr = {float(lr[which[0]]):.3g}); lower the learning rate"
+            f"{' ...' if len(which) > 10 else ''} (lr = {float(lr[i]):.3g}); lower " + " and ".join(causes)
         )

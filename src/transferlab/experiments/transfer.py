@@ -1,0 +1,582 @@
+"""``transfer``: transfer from a real source network to a real target task, for every protocol and depth.
+
+One cell is one (source, target, n, protocol, k) with ``instances`` seeds trained as one batched program.
+Each instance draws its own class-balanced target training subset of ``n`` images (and a disjoint
+validation subset of ``val_size`` images, used only for early stopping) from the target's training
+split; every instance and every cell is evaluated on the same class-balanced subset of ``test_size``
+images of the target's test split (drawn with a fixed seed, so cells are compared on equal footing).
+
+Sources (``source``):
+
+- ``"pretrained:mobilenet_v2"``, ``"pretrained:efficientnet_lite0"``: ImageNet networks
+  (:func:`transferlab.nets.pretrained.load_pretrained`) whose stages are the blocks;
+- ``"trained:<data set>"``: a network of ``architecture`` (``"cnn"``: :func:`~transferlab.nets.cnn.small_cnn`,
+  ``"mlp"``: :func:`~transferlab.nets.mlp.mlp`) that transferlab trains on ``source_size`` images of that
+  data set (``source_labels`` fine or coarse), once: it is cached on disk by the hash of its
+  configuration (:func:`source_cache_dir`) as a weights-only ``state_dict`` and reused by every cell;
+- ``"module:<package.module>:<function>"``: a user's network; the function, called without arguments,
+  returns ``(module, blocks, head)`` as :func:`transferlab.nets.from_module` takes them.
+
+Targets (``target``): a data set name of :func:`transferlab.tasks.load_dataset` (with ``target_labels``
+fine or coarse), or ``"npz:<path>"``: a ``.npz`` file with ``x_train``, ``y_train``, ``x_test``,
+``y_test`` (images ``(n, *input_shape)`` float, labels ``(n,)`` integers ``0..C-1``).
+
+Protocols (:mod:`transferlab.protocols.transfer`): ``scratch`` (the source's architecture at random
+init), ``linear_probe`` (convex probe on the frozen features after block L, penalty ``l2``),
+``finetune``, ``freeze`` (blocks 1..k frozen; ``reinit_unfrozen`` redraws blocks k+1..L), ``defrost``
+(incremental defrosting, stages k = L..0) and ``lp_ft``.
+
+Rows: ``test_error`` (mean over instances) and ``test_error_instances``, ``test_loss``, ``k`` (blocks
+frozen; L for the probe, 0 for scratch / finetune / LP-FT / the last defrost stage), ``n_blocks`` (L),
+``converged`` (every instance stopped by early stopping, or the probe met its gradient tolerance) with
+``unconverged`` (how many did not) and ``stop_epoch_instances``; ``source_test_accuracy`` for trained
+sources; ``stage_k`` and ``stage_error`` for defrosting. :meth:`TransferExperiment.analyze` gives the
+error against k for each n with standard errors over all instances and replicates, k*(n) (the best
+number of frozen blocks), the transferability (scratch error minus the best transfer error) and the
+defrosting curves; unconverged cells are counted and flagged, not dropped (their weights are the best
+validation weights found).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import json
+import math
+import os
+import time
+from collections.abc import Hashable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from transferlab.errors import ConfigError, DataError
+from transferlab.experiments.base import Cell, Experiment, ExperimentConfig, Results, ResultTable
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from matplotlib.figure import Figure
+
+    from transferlab.nets.blocks import BlockNet
+    from transferlab.protocols.transfer import TargetData
+
+__all__ = ["TransferConfig", "TransferExperiment", "build_source", "source_cache_dir"]
+
+Protocol = Literal["scratch", "linear_probe", "finetune", "freeze", "defrost", "lp_ft"]
+#: The seed of the shared test subset (every cell sees the same test images).
+_TEST_SEED = 20240101
+
+
+class TransferConfig(ExperimentConfig):
+    """One cell of the ``transfer`` experiment (see the module docstring)."""
+
+    source: str = Field(description="pretrained:<name> | trained:<data set> | module:<pkg.mod>:<function>")
+    target: str = Field("fashion_mnist", description="data set name or npz:<path>")
+    target_labels: Literal["fine", "coarse"] = "fine"
+    n: int = Field(ge=2, description="target training images per instance (class-balanced)")
+    protocol: Protocol = "freeze"
+    k: int | None = Field(None, ge=0, description="blocks frozen (protocol 'freeze' only)")
+    reinit_unfrozen: bool = Field(False, description="freeze: redraw blocks k+1..L instead of keeping the source's")
+    instances: int = Field(3, ge=1, description="seeds trained together, each with its own target subset")
+    val_size: int = Field(200, ge=0, description="validation images per instance for early stopping (0: none)")
+    test_size: int = Field(2000, ge=0, description="shared test images (0: the whole test split)")
+    architecture: Literal["cnn", "mlp"] = Field("cnn", description="network of trained sources")
+    source_labels: Literal["fine", "coarse"] = "fine"
+    source_size: int = Field(10000, ge=10, description="training images of a trained source")
+    source_epochs: int = Field(10, ge=1, description="most epochs of source training")
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(64, ge=1)
+    max_epochs: int = Field(60, ge=1)
+    patience: int = Field(8, ge=1)
+    l2: float = Field(1e-3, gt=0, description="penalty of the linear probe (linear_probe, lp_ft)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TransferConfig:
+        if self.protocol == "freeze" and self.k is None:
+            raise ValueError("protocol 'freeze' needs k (the number of frozen blocks)")
+        if self.protocol != "freeze" and self.k is not None:
+            raise ValueError(f"k applies to protocol 'freeze' only, not {self.protocol!r}")
+        if self.protocol != "freeze" and self.reinit_unfrozen:
+            raise ValueError("reinit_unfrozen applies to protocol 'freeze' only")
+        kind, _, rest = self.source.partition(":")
+        if kind not in ("pretrained", "trained", "module") or not rest:
+            raise ValueError(f"source must be pretrained:<name>, trained:<data set> or module:<pkg.mod>:<function>, "
+                             f"got {self.source!r}")
+        return self
+
+
+class TransferExperiment(Experiment):
+    name = "transfer"
+    version = "1"
+    Config = TransferConfig
+    description = "Real source -> real target: scratch, probe, fine-tune, freeze-first-k, defrost, LP-FT."
+
+    def batch_key(self, config: TransferConfig) -> Hashable:  # type: ignore[override]
+        return (config.source, config.architecture, config.source_labels, config.target, config.target_labels)
+
+    def run_batch(self, cells: Sequence[Cell]) -> list[dict[str, Any]]:
+        return [_run_cell(cell) for cell in cells]
+
+    def analyze(self, table: ResultTable) -> Results:
+        """Per (source, target) pair and n: every protocol's error with its standard error, k*, the
+        transferability and the defrosting curve (module docstring)."""
+        pairs = []
+        for key, rows in _group(table.rows, _PAIR_FIELDS).items():
+            pairs.append(_analyze_pair(dict(zip(_PAIR_FIELDS, key, strict=True)), rows))
+        unconverged = sum(not r["converged"] for r in table.rows)
+        summary: dict[str, Any] = {
+            "source -> target pairs": len(pairs),
+            "cells whose training did not converge (flagged, kept)": f"{unconverged} of {len(table.rows)}",
+        }
+        tables: dict[str, list[dict[str, Any]]] = {}
+        for pair in pairs:
+            for n_row in pair["best"]:
+                summary[f"{pair['label']}, n = {n_row['n']}"] = (
+                    f"k* = {n_row['k_star']} of {pair['n_blocks']}; scratch {n_row['scratch_error']:.3f}, best transfer "
+                    f"{n_row['best_error']:.3f} ({n_row['best_protocol']}): transferability {n_row['transferability']:+.3f}"
+                    if n_row["transferability"] is not None else f"k* = {n_row['k_star']} of {pair['n_blocks']}")
+            tables[f"{pair['label']}: error by protocol"] = pair["table"]
+            tables[f"{pair['label']}: k* and transferability"] = pair["best"]
+        return Results(tables=tables, summary=summary, data={"pairs": pairs})
+
+    def figures(self, results: Results) -> dict[str, Figure]:
+        return {name: draw() for name, _, draw in _figure_plan(results)}
+
+    def figure_captions(self, results: Results) -> dict[str, str]:
+        return {name: caption for name, caption, _ in _figure_plan(results)}
+
+
+# --------------------------------------------------------------------------------------------------
+# sources
+# --------------------------------------------------------------------------------------------------
+
+
+def source_cache_dir() -> Path:
+    """Where trained sources are cached: ``$TRANSFERLAB_CACHE/sources`` or ``~/.cache/transferlab/sources``."""
+    root = os.environ.get("TRANSFERLAB_CACHE") or Path.home() / ".cache" / "transferlab"
+    return Path(root) / "sources"
+
+
+def _source_fields(cfg: TransferConfig) -> dict[str, Any]:
+    """The config fields that define a trained source (its cache key)."""
+    fields = ("source", "architecture", "source_labels", "source_size", "source_epochs", "optimizer", "lr",
+              "weight_decay", "batch_size", "patience")
+    return {"kind_version": TransferExperiment.version, **{f: getattr(cfg, f) for f in fields}}
+
+
+def _digest(fields: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _dataset(name: str, labels: str) -> Any:
+    from transferlab.tasks import load_dataset
+
+    if name.startswith("npz:"):
+        return _npz_dataset(Path(name[4:]))
+    data = load_dataset(name)
+    return data.coarse() if labels == "coarse" else data
+
+
+def _npz_dataset(path: Path) -> Any:
+    from transferlab.tasks.images import ImageDataset
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    except FileNotFoundError:
+        raise DataError(f"target file {path} does not exist") from None
+    except KeyError as err:
+        raise DataError(f"{path} lacks the array {err.args[0]!r} (needs x_train, y_train, x_test, y_test)") from None
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path} is not a readable .npz file of plain arrays: {err}") from None
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if not np.issubdtype(x.dtype, np.floating) or x.ndim < 2:
+            raise DataError(f"{path}: x_{split} must be a float array (n, *input_shape), got {x.dtype} {x.shape}")
+        if not np.issubdtype(y.dtype, np.integer) or y.shape != (x.shape[0],):
+            raise DataError(f"{path}: y_{split} must be integer labels of shape ({x.shape[0]},), got {y.dtype} {y.shape}")
+    n_classes = int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
+    if min(arrays["y_train"].min(), arrays["y_test"].min()) < 0:
+        raise DataError(f"{path}: labels must be integers 0..C-1")
+    return ImageDataset(name=str(path), x_train=arrays["x_train"].astype(np.float32), y_train=arrays["y_train"].astype(np.int64),
+                        x_test=arrays["x_test"].astype(np.float32), y_test=arrays["y_test"].astype(np.int64),
+                        classes=tuple(str(c) for c in range(n_classes)))
+
+
+def _architecture(cfg: TransferConfig, input_shape: tuple[int, ...], n_classes: int, instances: int,
+                  generator: torch.Generator) -> BlockNet:
+    from transferlab.nets import mlp
+    from transferlab.nets.cnn import small_cnn
+
+    if cfg.architecture == "cnn":
+        return small_cnn(input_shape, out_features=n_classes, instances=instances, generator=generator)
+    return mlp(input_shape, [256, 256, 256], n_classes, instances=instances, generator=generator)
+
+
+def _user_module(target: str) -> tuple[Any, Any, Any]:
+    module_name, _, function = target.rpartition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), function)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ConfigError(f"source module:{target}: cannot import {function!r} from {module_name!r} ({err})") from None
+    built = factory()
+    if not (isinstance(built, tuple) and len(built) == 3):
+        raise ConfigError(f"source module:{target} must return (module, blocks, head), got {type(built).__name__}")
+    return built
+
+
+def build_source(cfg: TransferConfig, input_shape: tuple[int, ...], instances: int) -> tuple[BlockNet, dict[str, Any]]:
+    """The source network of ``cfg`` with ``instances`` identical copies, and facts about it.
+
+    Trained sources are trained on first use (one instance, seeded by the hash of their fields, so every
+    cell gets the same network) and cached on disk; later calls load the cached weights (weights-only).
+    """
+    import torch
+
+    from transferlab.nets import from_module
+
+    kind, _, rest = cfg.source.partition(":")
+    probe_gen = torch.Generator().manual_seed(0)  # draws only the adapter's contract-check input
+    if kind == "pretrained":
+        from transferlab.nets.pretrained import load_pretrained
+
+        model = load_pretrained(rest, num_classes=None)  # type: ignore[arg-type]
+        if tuple(input_shape) != (1, 28, 28):
+            raise DataError(f"pretrained sources take grey 28 x 28 images (1, 28, 28); the target's are {input_shape}")
+        net = from_module(model.module, blocks=model.block_groups, head=model.head_group, input_shape=input_shape,
+                          instances=instances, generator=probe_gen)
+        return net, {}
+    if kind == "module":
+        module, blocks, head = _user_module(rest)
+        return from_module(module, blocks=blocks, head=head, input_shape=input_shape, instances=instances,
+                           generator=probe_gen), {}
+    state, facts = _trained_source(cfg)
+    if tuple(facts["input_shape"]) != tuple(input_shape):
+        raise DataError(f"the source {cfg.source} takes inputs {tuple(facts['input_shape'])}; the target's are {input_shape}")
+    net = _architecture(cfg, tuple(input_shape), facts["n_classes"], instances, probe_gen)
+    net.load_state_dict({k: v.expand(instances, *v.shape[1:]).clone() for k, v in state.items()})
+    return net, {"source_test_accuracy": facts["test_accuracy"]}
+
+
+#: Trained sources already loaded in this process, by digest (one source serves many cells of a batch).
+_LOADED: dict[str, tuple[dict[str, torch.Tensor], dict[str, Any]]] = {}
+
+
+def _trained_source(cfg: TransferConfig) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The trained source's one-instance ``state_dict`` and facts: from memory, the disk cache, or trained now."""
+    import torch
+
+    digest = _digest(_source_fields(cfg))
+    if digest in _LOADED:
+        return _LOADED[digest]
+    path = source_cache_dir() / f"{digest}.pt"
+    meta_path = path.with_suffix(".json")
+    if path.exists() and meta_path.exists():
+        loaded = torch.load(path, weights_only=True, map_location="cpu"), json.loads(meta_path.read_text())
+    else:
+        loaded = _train_source(cfg, digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for target, write in ((path, lambda p: torch.save(loaded[0], p)),
+                              (meta_path, lambda p: p.write_text(json.dumps(loaded[1], indent=1)))):
+            tmp = target.with_suffix(target.suffix + f".{os.getpid()}.tmp")
+            write(tmp)
+            os.replace(tmp, target)  # atomic: a concurrent run sees no file or the whole file
+    _LOADED.clear()  # keep one source in memory
+    _LOADED[digest] = loaded
+    return loaded
+
+
+def _train_source(cfg: TransferConfig, digest: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Train one source network on ``source_size`` images of its data set; early-stopped on 1000 more."""
+    import torch
+
+    from transferlab.train.loop import TrainSettings, evaluate, fit
+
+    started = time.monotonic()
+    data = _dataset(cfg.source.partition(":")[2], cfg.source_labels)
+    rng = np.random.default_rng(int(digest[:15], 16))
+    generator = torch.Generator().manual_seed(int(digest[15:30], 16))
+    train_idx, val_idx = _disjoint_subsets(data.y_train, cfg.source_size, min(1000, cfg.source_size), rng,
+                                           data.n_classes)
+    x = torch.tensor(data.x_train)
+    y = torch.tensor(data.y_train)
+    net = _architecture(cfg, tuple(data.image_shape), data.n_classes, 1, generator)
+    settings = TrainSettings(optimizer=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                             batch_size=cfg.batch_size, max_epochs=cfg.source_epochs, patience=cfg.patience)
+    record = fit(net, x[train_idx], y[train_idx], settings=settings, generator=generator,
+                 val=(x[val_idx], y[val_idx]))
+    test = evaluate(net, torch.tensor(data.x_test), torch.tensor(data.y_test))
+    facts = {"source": cfg.source, "input_shape": list(data.image_shape), "n_classes": data.n_classes,
+             "test_accuracy": float(test["accuracy"][0]), "stop_epoch": int(record.stop_epoch[0]),
+             "converged": bool(record.converged[0]), "seconds": round(time.monotonic() - started, 1)}
+    return {k: v.detach()[:1].clone() for k, v in net.state_dict().items()}, facts
+
+
+# --------------------------------------------------------------------------------------------------
+# one cell
+# --------------------------------------------------------------------------------------------------
+
+
+def _disjoint_subsets(y: np.ndarray, n: int, n_val: int, rng: np.random.Generator, n_classes: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Class-balanced training indices of size n and, from the rest, validation indices of size n_val."""
+    from transferlab.tasks.images import class_balanced_indices
+
+    classes = [str(c) for c in range(n_classes)]
+    train = class_balanced_indices(y, n, rng, classes=classes)
+    if n_val == 0:
+        return train, train[:0]
+    rest = np.setdiff1d(np.arange(y.size), train)
+    return train, rest[class_balanced_indices(y[rest], n_val, rng, classes=classes)]
+
+
+def _target_data(cell: Cell, cfg: TransferConfig) -> TargetData:
+    import torch
+
+    from transferlab.protocols.transfer import TargetData
+    from transferlab.tasks.images import class_balanced_indices
+
+    data = _dataset(cfg.target, cfg.target_labels)
+    if cfg.n < data.n_classes:
+        raise ConfigError(f"n = {cfg.n} is below the target's {data.n_classes} classes (every class needs an example)")
+    picks = [_disjoint_subsets(data.y_train, cfg.n, cfg.val_size, cell.rng(stream=i), data.n_classes)
+             for i in range(cfg.instances)]
+    x, y = torch.tensor(data.x_train), torch.tensor(data.y_train)
+    test = (np.arange(data.y_test.size) if cfg.test_size == 0 or cfg.test_size >= data.y_test.size
+            else class_balanced_indices(data.y_test, cfg.test_size, np.random.default_rng(_TEST_SEED)))
+    val = {}
+    if cfg.val_size:
+        val = {"x_val": torch.stack([x[v] for _, v in picks]), "y_val": torch.stack([y[v] for _, v in picks])}
+    return TargetData(x_train=torch.stack([x[t] for t, _ in picks]), y_train=torch.stack([y[t] for t, _ in picks]),
+                      x_test=torch.tensor(data.x_test[test]), y_test=torch.tensor(data.y_test[test]),
+                      n_classes=data.n_classes, **val)
+
+
+def _run_cell(cell: Cell) -> dict[str, Any]:
+    from transferlab.protocols import transfer as tp
+    from transferlab.train.loop import TrainSettings
+
+    cfg: TransferConfig = cell.config  # type: ignore[assignment]
+    data = _target_data(cell, cfg)
+    source, facts = build_source(cfg, tuple(data.x_test.shape[1:]), cfg.instances)
+    L = source.n_blocks
+    if cfg.k is not None and cfg.k > L:
+        raise ConfigError(f"k = {cfg.k} is out of range: the source {cfg.source} has {L} blocks (k in 0..{L})")
+    settings = TrainSettings(optimizer=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                             batch_size=cfg.batch_size, max_epochs=cfg.max_epochs,
+                             patience=cfg.patience if cfg.val_size else None)
+    generator = cell.torch_generator()
+    row: dict[str, Any] = {"n_blocks": L, **facts}
+    if cfg.protocol == "defrost":
+        stages = tp.incremental_defrost(source, data, settings=settings, generator=generator)
+        result = stages[-1]
+        row["stage_k"] = [s.k for s in stages]
+        row["stage_error"] = [float(s.test_error.mean()) for s in stages]
+        unconverged = sum(int((~s.converged).sum()) for s in stages)
+    else:
+        if cfg.protocol == "linear_probe":
+            result = tp.linear_probe_transfer(source, data, l2=cfg.l2)
+        elif cfg.protocol == "lp_ft":
+            result = tp.lp_ft(source, data, l2=cfg.l2, settings=settings, generator=generator)
+        elif cfg.protocol == "scratch":
+            result = tp.scratch(source, data, settings=settings, generator=generator)
+        elif cfg.protocol == "finetune":
+            result = tp.finetune(source, data, settings=settings, generator=generator)
+        else:
+            result = tp.freeze_first_k(source, cfg.k or 0, data, reinit_unfrozen=cfg.reinit_unfrozen,
+                                       settings=settings, generator=generator)
+        unconverged = int((~result.converged).sum())
+    errors = result.test_error.double().numpy()
+    row.update({
+        "k": result.k,
+        "test_error": float(errors.mean()),
+        "test_error_instances": [float(e) for e in errors],
+        "test_loss": float(result.test_loss.mean()),
+        "converged": unconverged == 0,
+        "unconverged": unconverged,
+        "stop_epoch_instances": [] if result.stop_epoch is None else [int(e) for e in result.stop_epoch],
+    })
+    return row
+
+
+# --------------------------------------------------------------------------------------------------
+# analysis
+# --------------------------------------------------------------------------------------------------
+
+#: Fields that define one (source, target) pair; n, protocol, k and reinit_unfrozen vary inside it.
+_PAIR_FIELDS = tuple(f for f in TransferConfig.model_fields if f not in ("n", "protocol", "k", "reinit_unfrozen", "instances"))
+
+
+def _group(rows: list[dict[str, Any]], names: Sequence[str]) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[name] for name in names), []).append(row)
+    return groups
+
+
+def _mean_se(rows: list[dict[str, Any]], key: str = "test_error_instances") -> tuple[float, float | None, int]:
+    from transferlab.report.plots import mean_se
+
+    values = np.array([v for r in rows for v in r[key]], dtype=float)
+    mean, se = mean_se(values)
+    return mean, se, values.size
+
+
+def _pair_label(pair: dict[str, Any]) -> str:
+    source = pair["source"]
+    if source.startswith("trained:"):
+        source = f"{pair['architecture'].upper()} trained on {source[8:]}" + (" (coarse)" if pair["source_labels"] == "coarse" else "")
+    target = pair["target"] + (" (coarse labels)" if pair["target_labels"] == "coarse" else "")
+    return f"{source} -> {target}"
+
+
+def _analyze_pair(pair: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    n_blocks = int(rows[0]["n_blocks"])
+    table, best, curves, defrost = [], [], {}, {}
+    for n in sorted({r["n"] for r in rows}):
+        at_n = [r for r in rows if r["n"] == n]
+        entries: dict[tuple[str, int, bool], tuple[float, float | None, int]] = {}
+        for (protocol, k, reinit), group in _group(at_n, ("protocol", "k", "reinit_unfrozen")).items():
+            k_used = int(group[0]["k"])
+            mean, se, count = _mean_se(group)
+            entries[(protocol, k_used, reinit)] = (mean, se, count)
+            table.append({"n": n, "protocol": protocol, "k": k_used, "reinit_unfrozen": reinit, "test_error": mean,
+                          "se": se, "runs": count, "unconverged runs": sum(r["unconverged"] for r in group)})
+            if protocol == "defrost":
+                stages = np.array([r["stage_error"] for r in group], dtype=float)
+                defrost[n] = (group[0]["stage_k"], stages.mean(0))
+        curve = sorted((k, *v) for (p, k, reinit), v in entries.items() if p in ("freeze", "finetune") and not reinit)
+        curves[n] = {"kept": curve,
+                     "reinit": sorted((k, *v) for (p, k, reinit), v in entries.items() if p == "freeze" and reinit),
+                     "scratch": entries.get(("scratch", 0, False)),
+                     "probe": entries.get(("linear_probe", n_blocks, False))}
+        transfers = {f"{p} k={k}" + (" reinit" if r else ""): v for (p, k, r), v in entries.items() if p != "scratch"}
+        k_star = min(curve, key=lambda c: c[1])[0] if curve else None
+        row: dict[str, Any] = {"n": n, "k_star": k_star, "scratch_error": None, "best_error": None,
+                               "best_protocol": None, "transferability": None, "transferability_se": None}
+        if transfers:
+            name, (err, se, _) = min(transfers.items(), key=lambda kv: kv[1][0])
+            row.update(best_error=err, best_protocol=name)
+            scratch = curves[n]["scratch"]
+            if scratch is not None:
+                row.update(scratch_error=scratch[0], transferability=scratch[0] - err,
+                           transferability_se=math.hypot(scratch[1] or 0.0, se or 0.0))
+        best.append(row)
+    return {"label": _pair_label(pair), "pair": pair, "n_blocks": n_blocks, "table": table, "best": best,
+            "curves": curves, "defrost": defrost}
+
+
+# --------------------------------------------------------------------------------------------------
+# figures
+# --------------------------------------------------------------------------------------------------
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")[:60]
+
+
+def _figure_plan(results: Results) -> list[tuple[str, str, Any]]:
+    plan = []
+    pairs = results.data.get("pairs", [])
+    for pair in pairs:
+        if any(c["kept"] for c in pair["curves"].values()):
+            plan.append((f"transfer_error_vs_k_{_slug(pair['label'])}", _curve_caption(pair),
+                         functools.partial(_curve_figure, pair)))
+        if pair["defrost"]:
+            plan.append((f"transfer_defrost_{_slug(pair['label'])}",
+                         f"Incremental defrosting, {pair['label']}: test error after each stage, from all blocks frozen "
+                         f"but the head (k = {pair['n_blocks']}, left) to all trained (k = 0, right); each stage continues "
+                         "from the previous one's weights. One line per target size n; means over instances and "
+                         "replicates.", functools.partial(_defrost_figure, pair)))
+    if any(row["transferability"] is not None for p in pairs for row in p["best"]):
+        plan.append(("transfer_transferability",
+                     "Transferability against target size n: scratch test error minus the best transfer protocol's "
+                     "(any protocol and depth). Above 0: transfer helps. Bars: ± 2 standard errors (instances and "
+                     "replicates pooled; the two errors treated as independent).", functools.partial(_transferability_figure, pairs)))
+    return plan
+
+
+def _curve_caption(pair: dict[str, Any]) -> str:
+    return (f"{pair['label']}: target test error against the number k of frozen source blocks (k = 0: full "
+            f"fine-tuning; k = {pair['n_blocks']}: only a new head trains), one colour per target size n. Solid: the "
+            "unfrozen blocks start from the source weights; dashed: they are re-initialised. Dotted horizontal line: "
+            "training from scratch; cross at the right: the convex linear probe. Bars: ± 2 standard errors over "
+            "instances and replicates; the circled point is k*, the best depth.")
+
+
+def _curve_figure(pair: dict[str, Any]) -> Figure:
+    from matplotlib.figure import Figure
+
+    from transferlab.report.plots import legend_outside
+
+    fig = Figure(figsize=(7.5, 4.2))
+    ax = fig.add_subplot()
+    for i, (n, c) in enumerate(sorted(pair["curves"].items())):
+        color = f"C{i}"
+        for key, style in (("kept", "-"), ("reinit", "--")):
+            if c[key]:
+                k = [p[0] for p in c[key]]
+                m = [p[1] for p in c[key]]
+                se = np.array([p[2] or 0.0 for p in c[key]])
+                ax.errorbar(k, m, yerr=2 * se, fmt="o" + style, color=color, ms=4, capsize=2,
+                            label=f"n = {n}" + (" (reinit)" if key == "reinit" else ""))
+        if c["kept"]:
+            k_star, m_star = min(((kk, mm) for kk, mm, _, _ in c["kept"]), key=lambda t: t[1])
+            ax.plot([k_star], [m_star], "o", ms=11, mfc="none", mec=color)
+        if c["scratch"] is not None:
+            ax.axhline(c["scratch"][0], color=color, ls=":", lw=1)
+        if c["probe"] is not None:
+            ax.plot([pair["n_blocks"]], [c["probe"][0]], "x", color=color, ms=8)
+    ax.set_xticks(range(pair["n_blocks"] + 1))
+    ax.set_xlim(-0.3, pair["n_blocks"] + 0.3)
+    ax.set_xlabel("k, blocks frozen")
+    ax.set_ylabel("target test error")
+    ax.set_title(pair["label"], fontsize=10)
+    legend_outside(ax)
+    fig.tight_layout()
+    return fig
+
+
+def _defrost_figure(pair: dict[str, Any]) -> Figure:
+    from matplotlib.figure import Figure
+
+    from transferlab.report.plots import legend_outside
+
+    fig = Figure(figsize=(7.5, 4.2))
+    ax = fig.add_subplot()
+    for i, (n, (ks, errors)) in enumerate(sorted(pair["defrost"].items())):
+        ax.plot(ks, errors, "o-", color=f"C{i}", label=f"n = {n}")
+    ax.set_xlim(pair["n_blocks"] + 0.3, -0.3)
+    ax.set_xlabel("k, blocks still frozen (stages run left to right)")
+    ax.set_ylabel("target test error")
+    ax.set_title(f"incremental defrosting: {pair['label']}", fontsize=10)
+    legend_outside(ax)
+    fig.tight_layout()
+    return fig
+
+
+def _transferability_figure(pairs: list[dict[str, Any]]) -> Figure:
+    from matplotlib.figure import Figure
+
+    from transferlab.report.plots import legend_outside
+
+    fig = Figure(figsize=(7.5, 4.2))
+    ax = fig.add_subplot()
+    for i, pair in enumerate(pairs):
+        rows = [r for r in pair["best"] if r["transferability"] is not None]
+        if rows:
+            ax.errorbar([r["n"] for r in rows], [r["transferability"] for r in rows],
+                        yerr=[2 * r["transferability_se"] for r in rows], fmt="o-", color=f"C{i}", capsize=2,
+                        label=pair["label"])
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("target training size n")
+    ax.set_ylabel("scratch error − best transfer error")
+    legend_outside(ax)
+    fig.tight_layout()
+    return fig
