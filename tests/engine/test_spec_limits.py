@@ -90,12 +90,20 @@ NON_FINITE_AND_LOOSE = [  # (spec body, --set overrides, fragment)
 
 @pytest.mark.parametrize(("body", "overrides", "fragment"), NON_FINITE_AND_LOOSE,
                          ids=[f for *_, f in NON_FINITE_AND_LOOSE])
-def test_non_finite_and_loose_values_are_one_line_errors(tmp_path, body, overrides, fragment):
+def test_non_finite_and_loose_values_are_one_line_errors(tmp_path, cli, body, overrides, fragment):
     spec = write_spec(tmp_path, body)
     sets = [arg for o in overrides for arg in ("--set", o)]
-    proc = run_cli("run", spec, "--store", tmp_path / "x.db", "--executor", "serial", *sets, cwd=tmp_path)
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and fragment in proc.stderr, proc.stderr
-    assert "Traceback" not in proc.stderr and not (tmp_path / "x.db").exists()
+    code, _, err = cli("run", spec, "--store", tmp_path / "x.db", "--executor", "serial", *sets)
+    assert code == 2 and err.count("\n") == 1 and fragment in err, err
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_nan_through_the_real_entry_point(tmp_path):
+    """It was a traceback from cell_key (JSON cannot encode NaN)."""
+    spec = write_spec(tmp_path, 'experiment = "toy"\n[grid]\nmu = ["nan"]\n')
+    proc = run_cli("run", spec, "--store", tmp_path / "x.db", "--executor", "serial", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr == "error: toy.toml: grid.mu: non-finite value 'nan' is not allowed\n"
+    assert not (tmp_path / "x.db").exists()
 
 
 def test_numbers_stay_numbers_and_words_stay_words(tmp_path):

@@ -105,3 +105,14 @@ def test_bad_objectives_and_mismatches() -> None:
         LeastSquaresObjective.population(torch.ones(5))
     with pytest.raises(DataError):
         train_gd(net, LeastSquaresObjective.empirical(X[:2], y[:2]))
+
+
+@pytest.mark.parametrize("init_scale", [1e10, 3.0])
+def test_divergence_from_a_large_init_names_the_init_scale(init_scale) -> None:
+    """The automatic step size is stable for small inits; a large one used to be told to lower the
+    learning rate, which was never the problem."""
+    pair, X, y, _ = _problem(60, 2)
+    net = DeepLinear(D, 2, 3, init_scale=init_scale, generator=generator(1))
+    with pytest.raises(TrainingDiverged, match=r"lower the init scale \(P = .* at the start") as caught:
+        train_gd(net, LeastSquaresObjective.empirical(X, y), GDSettings(max_steps=500))
+    assert "learning rate" not in str(caught.value)

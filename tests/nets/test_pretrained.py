@@ -266,7 +266,8 @@ def test_imagenet_classifier_recognises_a_photograph(name):
     image = torch.from_numpy(load_sample_image("china.jpg").astype(np.float32) / 255).permute(2, 0, 1)[None]
     side = min(image.shape[-2:])
     top, left = (image.shape[-2] - side) // 2, (image.shape[-1] - side) // 2
-    image = F.interpolate(image[..., top : top + side, left : left + side], size=(224, 224), mode="bilinear", antialias=True)
+    image = image[..., top : top + side, left : left + side]
+    image = F.interpolate(image, size=(224, 224), mode="bilinear", antialias=True)
     model = P.load_pretrained(name)
     adapter = model.module.adapter
     state = _checkpoint(name)
@@ -306,7 +307,8 @@ def test_pretrained_features_beat_random_features_on_a_fashion_mnist_probe(name)
     for weights in (True, False):
         net = P.load_pretrained(name, weights=weights).module
         with torch.no_grad():  # batches of 100: one batch of 500 is memory-bound and about 2x slower
-            f_train, f_test = (torch.cat([net(x[i : i + 100]) for i in range(0, len(x), 100)]).numpy() for x in (x_train, x_test))
+            f_train, f_test = (torch.cat([net(x[i : i + 100]) for i in range(0, len(x), 100)]).numpy()
+                               for x in (x_train, x_test))
         probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(f_train, y_train)
         accuracy[weights] = probe.score(f_test, y_test)
     assert accuracy[True] >= 0.75, accuracy

@@ -235,12 +235,8 @@ def test_figure_numbers_and_captions_in_html() -> None:
     assert "<strong>Figure 2.</strong> b" in page  # no caption: the name stands in
 
 
-def test_theory_cells_report_converged(fate_results: Any) -> None:
-    row = FATE.run_batch([_theory_cell()])[0]
-    assert row["converged"] is True and not any(k.startswith(("unconverged_", "steps_")) for k in row)
-
-
-def _theory_cell() -> Any:
+def test_theory_cells_report_converged() -> None:
     from transferlab.experiments import Cell
 
-    return Cell("0" * 64, FateConfig(theta=math.pi / 4, gamma=0.5, d=30, mode="theory"))
+    row = FATE.run_batch([Cell("0" * 64, FateConfig(theta=math.pi / 4, gamma=0.5, d=30, mode="theory"))])[0]
+    assert row["converged"] is True and not any(k.startswith(("unconverged_", "steps_")) for k in row)

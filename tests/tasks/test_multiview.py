@@ -100,6 +100,8 @@ def test_dictionary_rejects_too_small_d_and_non_orthonormal_features():
     f = multiview_features(2, 2, 10, generator=gen())
     with pytest.raises(DataError, match="orthonormal"):
         MultiViewFeatures(common=2 * f.common, fine=f.fine)
+    narrow = MultiViewFeatures(common=f.common.float(), fine=f.fine.float())  # float32 passes at 1e-5
+    assert torch.allclose(narrow.dictionary, f.dictionary, rtol=0, atol=1e-7)
     with pytest.raises(DataError, match=r"\(C, k, d\)"):
         MultiViewFeatures(common=f.common, fine=f.fine[:1])
 

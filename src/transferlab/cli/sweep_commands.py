@@ -86,7 +86,9 @@ def run_command(
 
 @app.command("status")
 def status_command(store: Path = typer.Argument(..., metavar="STORE", help="Store file.")) -> None:
-    """Cell counts, runs, and failed cells of a store."""
+    """Cell counts (ok, not converged, failed, running, left by interrupted runs), runs, and failed
+    cells of a store. A run whose driver is gone (killed) shows as interrupted with the cells it
+    committed; an ok cell whose result says ``converged`` false counts as not converged."""
     from rich.console import Console
     from rich.table import Table
 
@@ -95,16 +97,25 @@ def status_command(store: Path = typer.Argument(..., metavar="STORE", help="Stor
     console = Console()
     with open_store(store) as st:
         counts = st.counts()
+        unfinished = st.unfinished()
+        unconverged = st.unconverged()
         runs = st.runs()
         failed = st.cells("failed")
-        console.print(f"{store}: experiment {st.experiment()!r}: {counts['ok']} ok, {counts['failed']} failed, "
-                      f"{counts['running']} running or interrupted; {st.total_seconds():.1f} s of compute")
+        ok = f"{counts['ok']} ok" + (f" ({unconverged} did not converge)" if unconverged else "")
+        left = f", {unfinished['interrupted']} left unfinished by interrupted runs" if unfinished["interrupted"] else ""
+        console.print(f"{store}: experiment {st.experiment()!r}: {ok}, {counts['failed']} failed, "
+                      f"{unfinished['running']} running{left}; {st.total_seconds():.1f} s of compute", markup=False)
     table = Table("run", "status", "executor", "host", "cells", "ok", "failed", "wall s", title="runs")
     for r in runs:
         wall = f"{r['finished'] - r['started']:.1f}" if r["finished"] else ""
-        table.add_row(str(r["run_id"]), r["status"], str(r["executor"]), str(r["host"]), str(r["cells_total"]),
+        table.add_row(str(r["run_id"]), r["state"], str(r["executor"]), str(r["host"]), str(r["cells_total"]),
                       str(r["cells_ok"] or 0), str(r["cells_failed"] or 0), wall)
     console.print(table)
+    for r in runs:
+        if r["state"] == "interrupted" and r["status"] == "running":
+            console.print(f"run {r['run_id']} was killed (its driver, pid {r['pid']} on {r['host']}, is gone) after "
+                          f"committing {(r['cells_ok'] or 0) + (r['cells_failed'] or 0)} cells; run the spec "
+                          "again to resume", markup=False)
     for cell in failed[:20]:
         console.print(f"failed {cell.key[:12]} {cell.config}: {cell.error}", markup=False)
     if len(failed) > 20:

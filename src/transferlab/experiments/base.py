@@ -223,6 +223,12 @@ class Experiment(ABC):
         description: one line for ``transferlab experiments``.
         theory_only_figures: names of figures drawn from closed forms alone, the same for every
             store; the report shows them apart, labelled theory-only.
+
+    Convergence: a kind that trains records in each result row whether training converged -- a
+    field ``converged``, a bool or a list of bools (one per instance) -- and where it stopped, in
+    fields of the kind's choosing (``fate``: ``steps_<phase>``; ``transfer``: ``stop_epoch_instances``).
+    ``transferlab status`` counts a cell as not converged when any of its flags
+    is false; :meth:`analyze` must exclude or flag such cells and say how many.
     """
 
     name: ClassVar[str]

@@ -72,7 +72,8 @@ class SameConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads: list[int] = []
-        for size, k, s in ((x.shape[-1], self.kernel_size[1], self.stride[1]), (x.shape[-2], self.kernel_size[0], self.stride[0])):
+        for axis in (1, 0):  # F.pad takes the last dimension (width) first
+            size, k, s = x.shape[-2 + axis], self.kernel_size[axis], self.stride[axis]
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
         if any(pads):
@@ -127,7 +128,8 @@ def build_stages() -> nn.Sequential:
         if name == "stem":
             layers.update(_conv_stem=SameConv2d(3, _STEM_CHANNELS, 3, 2), _bn0=_bn(_STEM_CHANNELS), act=nn.ReLU6())
         if name == "conv_head":
-            layers.update(_conv_head=SameConv2d(_SETTINGS[-1][5], FEATURE_DIM, 1), _bn1=_bn(FEATURE_DIM), act=nn.ReLU6())
+            c_last = _SETTINGS[-1][5]
+            layers.update(_conv_head=SameConv2d(c_last, FEATURE_DIM, 1), _bn1=_bn(FEATURE_DIM), act=nn.ReLU6())
         layers.update((str(i), blocks[i]) for i in range(start, stop))
         stages[name] = nn.Sequential(layers)
     return nn.Sequential(stages)

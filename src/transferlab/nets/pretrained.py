@@ -27,7 +27,9 @@ A :class:`PretrainedModel` holds one :class:`PretrainedNet`:
 - ``adapter`` (:class:`InputAdapter`, no parameters): the one way grey images enter an RGB ImageNet
   network. (n, 1, H, W) in [0, 1] is resized bilinearly to 64 x 64, replicated to 3 channels and
   normalised with the statistics the weights were trained with (MobileNetV2: ImageNet mean/std;
-  EfficientNet-lite: TensorFlow's (x - 127) / 128 on the 0..255 scale). Why 64: both networks
+  EfficientNet-lite: TensorFlow's (x - 127) / 128 on the 0..255 scale, as in the TPU repository's lite
+  builder; with ImageNet mean/std instead, the photograph of the ImageNet sanity test is no longer
+  top-1 "palace"). Why 64: both networks
   downsample 32 x, so a 28 x 28 input would reach the last stages as a 1 x 1 map; 64 x 64 leaves
   2 x 2 there and costs (64/224)^2 = 1/12 of the native 224 x 224. Forward cost measured on the 2-core
   build machine (float32, eval, batches of 100, one thread, other jobs sharing the machine at load
@@ -41,6 +43,18 @@ A :class:`PretrainedModel` holds one :class:`PretrainedNet`:
 - ``pool``: global average pooling to the 1280 penultimate features.
 - ``head``: a new ``nn.Linear(1280, num_classes)`` or, with ``num_classes=None``, the identity (the
   module then returns the pooled features).
+
+For the transfer core's plain-module route, ``from_module(model.module, blocks=model.block_groups,
+head=model.head_group, input_shape=(1, 28, 28), instances=I, generator=g)`` gives a BlockNet of I copies
+(the adapter runs inside the first block, the pooling inside the head).
+
+What the features are worth (tests/nets/test_pretrained.py): the checkpoint's own ImageNet classifier on
+the pooled features puts scikit-learn's sample photograph china.jpg in class "palace" for both networks;
+on a Fashion-MNIST linear probe (500 train / 500 test images, balanced), the pooled ImageNet features
+reach 0.804 (both networks) against 0.42 (MobileNetV2) and 0.60 (EfficientNet-lite0) for the same
+architectures at random init, and 0.806 for logistic regression on raw pixels: at this sample size the
+last features only match pixels; the pooled output of the stride-32 stage does a little better (0.824,
+0.828).
 
 :func:`load_pretrained` returns the network in eval mode. BatchNorm layers update their running
 statistics whenever they run in train mode, frozen or not: a protocol that freezes the first k blocks
@@ -320,7 +334,7 @@ def _random_init(module: nn.Module, generator: torch.Generator) -> None:
 
 
 def _linear_head(d_in: int, d_out: int, generator: torch.Generator) -> nn.Linear:
-    """``nn.Linear(d_in, d_out)`` with weight and bias uniform on +-1/sqrt(d_in) (torch's default), drawn from ``generator``."""
+    """``nn.Linear(d_in, d_out)``, weight and bias uniform on +-1/sqrt(d_in) (torch's default) from ``generator``."""
     with torch.device("meta"):
         head = nn.Linear(d_in, d_out)
     head.to_empty(device="cpu")
@@ -359,7 +373,8 @@ def load_pretrained(
         DataError: the weights package is missing, the file's checksum differs, or its keys or shapes differ.
     """
     spec = _spec(name)
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+    bad_count = isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+    if num_classes is not None and bad_count:
         raise ConfigError(f"num_classes must be a positive integer or None, got {num_classes!r}")
     if generator is None:
         generator = torch.Generator().manual_seed(0)

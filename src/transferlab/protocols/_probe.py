@@ -115,24 +115,51 @@ def _ridge(f: torch.Tensor, y: torch.Tensor, lam: float) -> tuple[torch.Tensor, 
     return w, y_mean - f_mean @ w
 
 
-def _logistic_objective(f: torch.Tensor, onehot: torch.Tensor, lam: float) -> Objective:
-    """theta (I, d c + c) -> (objective (I,), gradient (I, d c + c)) of the module docstring's problem.
+def _logistic_objective(f: torch.Tensor, onehot: torch.Tensor, lam: float) -> tuple[Objective, Callable[
+        [torch.Tensor], torch.Tensor], Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]]:
+    """The module docstring's problem in well-conditioned coordinates, for L-BFGS.
 
-    Gradient: with P = softmax(F W + b) and G = (P - Y) / n, dW = F^T G + lambda W, db = 1^T G.
+    Raw features are often far from centred and of very different scales (ReLU activations), which makes
+    L-BFGS crawl. With mu = mean(F) (1, d) and D = diag(std(F)) (each feature's scale floored at 1 % of the RMS scale),
+    the exact change of variables W' = D W, b' = b + mu W gives z = F W + b = ((F - mu) D^-1) W' + b' and
+    the penalty (lambda/2) ||D^-1 W'||^2: the same problem, the same minimiser, better conditioned.
+
+    Returns:
+        objective: theta' (I, d c + c) -> (value (I,), gradient in theta').
+        original_gradient: gradient in theta' -> gradient in the original (W, b): dW = D dW' + mu^T db', db = db'.
+        to_original: theta' -> (W (I, d, c), b (I, 1, c)).
     """
     I, n, d = f.shape
     c = onehot.shape[2]
+    mu = f.mean(1, keepdim=True)
+    spread = f.std(1, keepdim=True)
+    # a near-constant feature would turn the penalty ill-conditioned instead: floor its scale
+    floor = 1e-2 * spread.pow(2).mean(-1, keepdim=True).sqrt()
+    scale = torch.where(spread > floor, spread, torch.where(floor > 0, floor, torch.ones_like(floor)))
+    fs = (f - mu) / scale
+    inv_scale2 = scale.transpose(1, 2).pow(-2)  # (I, d, 1)
+
+    def split(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return theta[:, : d * c].reshape(I, d, c), theta[:, d * c :].reshape(I, 1, c)
 
     def objective(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        w = theta[:, : d * c].reshape(I, d, c)
-        b = theta[:, d * c :].reshape(I, 1, c)
-        z = f @ w + b
-        value = (torch.logsumexp(z, -1) - (z * onehot).sum(-1)).mean(-1) + 0.5 * lam * w.pow(2).sum((1, 2))
+        w, b = split(theta)
+        z = fs @ w + b
+        value = (torch.logsumexp(z, -1) - (z * onehot).sum(-1)).mean(-1) + 0.5 * lam * (w.pow(2) * inv_scale2).sum((1, 2))
         g = (torch.softmax(z, -1) - onehot) / n
-        grad_w = f.transpose(1, 2) @ g + lam * w
+        grad_w = fs.transpose(1, 2) @ g + lam * w * inv_scale2
         return value, torch.cat([grad_w.flatten(1), g.sum(1)], 1)
 
-    return objective
+    def original_gradient(grad: torch.Tensor) -> torch.Tensor:
+        gw, gb = split(grad)
+        return torch.cat([(gw / scale.transpose(1, 2) + mu.transpose(1, 2) @ gb).flatten(1), gb.flatten(1)], 1)
+
+    def to_original(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        w, b = split(theta)
+        w = w / scale.transpose(1, 2)
+        return w, b - mu @ w
+
+    return objective, original_gradient, to_original
 
 
 def _two_loop(g: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
@@ -150,18 +177,19 @@ def _two_loop(g: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor, tor
     return r
 
 
-def _lbfgs(objective: Objective, theta: torch.Tensor, tol: float, max_iter: int
-           ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Minimise every instance's objective from ``theta`` (I, P): (theta, max |gradient| (I,), iterations).
+def _lbfgs(objective: Objective, theta: torch.Tensor, tol: float, max_iter: int,
+           measure: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Minimise every instance's objective from ``theta`` (I, P): (theta, max |measure(gradient)| (I,), iterations).
 
     Each instance has its own curvature pairs, step length and stopping: instance i stops when
-    max |g_i| <= tol, or when its backtracking fails (then it keeps its last point, not converged).
+    max |measure(g_i)| <= tol (``measure`` maps the gradient to the coordinates the tolerance is stated
+    in), or when its backtracking fails (then it keeps its last point, not converged).
     """
     f, g = objective(theta)
     eps = torch.finfo(theta.dtype).eps
     pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     gamma = torch.ones_like(f)
-    active = g.abs().amax(-1) > tol
+    active = measure(g).abs().amax(-1) > tol
     iterations = 0
     while bool(active.any()) and iterations < max_iter:
         iterations += 1
@@ -191,8 +219,8 @@ def _lbfgs(objective: Objective, theta: torch.Tensor, tol: float, max_iter: int
         pairs = pairs[-_HISTORY:]
         gamma = torch.where(valid, sy / torch.where(valid, yy, 1.0), gamma)
         theta, f, g = theta + s, f_new, g_new
-        active &= g.abs().amax(-1) > tol
-    return theta, g.abs().amax(-1), iterations
+        active &= measure(g).abs().amax(-1) > tol
+    return theta, measure(g).abs().amax(-1), iterations
 
 
 def linear_probe(
@@ -202,7 +230,7 @@ def linear_probe(
     n_classes: int | None,
     l2: float,
     tol: float = 1e-7,
-    max_iter: int = 1000,
+    max_iter: int = 5000,
 ) -> LinearProbe:
     """Fit a linear probe per instance on frozen features (see the module docstring for the objectives).
 
@@ -264,8 +292,8 @@ def linear_probe(
     labels = y.to(f.device, torch.int64).expand(I, n)
     onehot = torch.nn.functional.one_hot(labels, c).double()
     theta0 = torch.zeros(I, d * c + c, dtype=torch.float64, device=f.device)
-    theta, grad_norm, iterations = _lbfgs(_logistic_objective(f, onehot, float(l2)), theta0, float(tol), max_iter)
-    w = theta[:, : d * c].reshape(I, d, c)
-    b = theta[:, d * c :].reshape(I, 1, c)
+    objective, original_gradient, to_original = _logistic_objective(f, onehot, float(l2))
+    theta, grad_norm, iterations = _lbfgs(objective, theta0, float(tol), max_iter, original_gradient)
+    w, b = to_original(theta)
     return LinearProbe(w, b - b.mean(-1, keepdim=True), "logistic", float(l2), grad_norm <= tol, grad_norm,
                        iterations)

@@ -312,7 +312,7 @@ def _probe(source: BlockNet, data: TargetData, l2: float, tol: float, max_iter: 
 
 
 def linear_probe_transfer(source: BlockNet, data: TargetData, *, l2: float, tol: float = 1e-7,
-                          max_iter: int = 1000) -> TransferResult:
+                          max_iter: int = 5000) -> TransferResult:
     """The convex linear probe on the source's frozen features after block L, as a network.
 
     Ridge (regression) or multinomial logistic regression (classification) with penalty ``l2`` (see
@@ -329,7 +329,7 @@ def linear_probe_transfer(source: BlockNet, data: TargetData, *, l2: float, tol:
 
 
 def lp_ft(source: BlockNet, data: TargetData, *, l2: float, settings: TrainSettings, generator: torch.Generator,
-          tol: float = 1e-7, max_iter: int = 1000) -> TransferResult:
+          tol: float = 1e-7, max_iter: int = 5000) -> TransferResult:
     """LP-FT (Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features and Underperform
     Out-of-Distribution"): fit the linear probe as in :func:`linear_probe_transfer`, then fine-tune
     every block and the head starting from the probed head (k = 0). The result's ``probe`` is the

@@ -59,7 +59,7 @@ def write_store_report(store_path: str | Path, html_path: str | Path, figures_di
     provenance["store"] = str(Path(store_path).resolve())
     provenance["compute seconds (sum over cells)"] = f"{compute_s:.2f}"
     run_rows = [
-        {"run": r["run_id"], "started (UTC)": _utc(r["started"]), "wall s": _duration(r), "status": r["status"],
+        {"run": r["run_id"], "started (UTC)": _utc(r["started"]), "wall s": _duration(r), "status": r["state"],
          "executor": r["executor"], "host": r["host"], "version": r["package_version"],
          "commit": (r["git_commit"] or "")[:12], "ok": r["cells_ok"], "failed": r["cells_failed"]}
         for r in runs

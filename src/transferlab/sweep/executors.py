@@ -8,24 +8,32 @@ result is a :class:`BatchResult`, so the driver treats them alike.
 - ``ray``: Ray tasks, on a local instance started for the run or on the cluster at ``address``.
   Results come back to the driver, which stays the only writer of the store. Worker thread limits
   are set through Ray's runtime environment only when this executor starts Ray; with Ray already
-  initialised by the caller, the caller's settings apply.
+  initialised by the caller, the caller's settings apply. A local instance this executor starts
+  never outlives the driver: on Linux a small reaper process (:mod:`transferlab.sweep._ray_reaper`)
+  kills whatever of it is left when the driver closes the executor or dies, even by SIGKILL.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import subprocess
+import sys
 import time
 import traceback
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from transferlab.errors import ConfigError
 from transferlab.experiments import Cell, get_experiment
 
 __all__ = ["BatchResult", "Executor", "available_cpus", "check_executor", "make_executor", "execute_batch", "EXECUTORS"]
+
+log = logging.getLogger("transferlab.sweep")
 
 EXECUTORS = ("serial", "process", "ray")
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -143,6 +151,7 @@ class RayExecutor(Executor):
 
         self._ray = ray
         self._started_here = not ray.is_initialized()
+        self._reaper: subprocess.Popen[bytes] | None = None
         if self._started_here:
             env = {var: str(threads_per_worker) for var in _THREAD_VARS}
             kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env}, "log_to_driver": False}
@@ -150,7 +159,15 @@ class RayExecutor(Executor):
                 kwargs["address"] = address
             else:
                 kwargs.update(num_cpus=jobs, include_dashboard=False)
-            ray.init(**kwargs)
+                self._reaper = _start_reaper()
+            try:
+                ray.init(**kwargs)
+            except BaseException:
+                self._stop_reaper()
+                raise
+            if self._reaper is not None:
+                self._reaper.stdin.write(b"ready\n")  # type: ignore[union-attr]
+                self._reaper.stdin.flush()  # type: ignore[union-attr]
         if address and jobs_given is None:  # size the dispatch window to the cluster
             self.jobs = max(1, int(ray.cluster_resources().get("CPU", jobs)))
         self._remote = ray.remote(num_cpus=1, max_retries=0)(execute_batch)
@@ -159,8 +176,34 @@ class RayExecutor(Executor):
         return self._remote.remote(experiment, list(cells)).future()
 
     def close(self) -> None:
+        """Shut down the Ray instance if this executor started it (and reap what it leaves)."""
         if self._started_here:
             self._ray.shutdown()
+        self._stop_reaper()
+
+    def _stop_reaper(self) -> None:
+        """Close the reaper's stdin (it then kills what is left of the local instance) and wait."""
+        if self._reaper is not None:
+            self._reaper.stdin.close()  # type: ignore[union-attr]
+            self._reaper.wait(timeout=60)
+            self._reaper = None
+
+
+def _start_reaper() -> subprocess.Popen[bytes] | None:
+    """Start the reaper of a local Ray instance (Linux only: it reads ``/proc``) and wait until it
+    has noted the processes that are not Ray's; None where it cannot run."""
+    if not sys.platform.startswith("linux"):
+        return None
+    script = Path(__file__).with_name("_ray_reaper.py")
+    reaper = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    ready = reaper.stdout.read(1)  # type: ignore[union-attr]
+    reaper.stdout.close()  # type: ignore[union-attr]
+    if ready != b"1":
+        reaper.wait()
+        log.warning("the Ray reaper did not start (exit %s); a killed run may leave Ray processes behind",
+                    reaper.returncode)
+        return None
+    return reaper
 
 
 def check_executor(name: str) -> None:

@@ -186,7 +186,8 @@ class Store:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction taken up front (``BEGIN IMMEDIATE``), committed or rolled back."""
+        """A write transaction taken up front (``BEGIN IMMEDIATE``), committed or rolled back; an
+        SQLite error (locked past the busy timeout, read-only, disk full) becomes :class:`StoreError`."""
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -194,11 +195,13 @@ class Store:
             raise StoreError(f"{self.path}: cannot lock the store for writing ({exc})") from None
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
             conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"{self.path}: cannot write the store ({exc})") from None
+            raise
 
     # -- meta ------------------------------------------------------------------------------------
     def experiment(self) -> str | None:
@@ -394,7 +397,7 @@ def renew_lease(path: Path, owner: str, run_id: int) -> None:
 
 
 def open_store(path: str | Path, *, create: bool = False) -> Store:
-    """Open (or with ``create``, create) a store.
+    """Open a store; with ``create``, for writing: create it if missing, refuse it if read-only.
 
     Raises :class:`StoreError` with one line naming the problem -- no such file, a directory, no
     permission, an empty file, not an SQLite file, a damaged file, another program's database, an
@@ -404,6 +407,8 @@ def open_store(path: str | Path, *, create: bool = False) -> Store:
     if create and not os.path.lexists(path):
         _create(path)
     _check_file(path)
+    if create and not os.access(path, os.W_OK):
+        raise StoreError(f"{path}: the store is read-only (no permission to write it)")
     conn: sqlite3.Connection | None = None
     try:  # mode=rw: never create a file here (a path that vanished since the check stays absent)
         conn = sqlite3.connect(path.absolute().as_uri() + "?mode=rw", uri=True, timeout=60.0,
@@ -450,7 +455,7 @@ def _sqlite_problem(path: Path, exc: sqlite3.Error) -> str:
     """The one-line reason SQLite could not read a file that starts like a database."""
     text = str(exc)
     if "malformed" in text or "not a database" in text:
-        return f"{path}: the store is damaged ({text})"
+        return f"{path}: a damaged SQLite file, unreadable as a store ({text})"
     if "locked" in text or "busy" in text:
         return f"{path}: the store stayed locked by another process ({text})"
     if not os.access(path.parent, os.W_OK):

@@ -66,10 +66,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple, overload
+from typing import NamedTuple, overload
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from transferlab.errors import ConfigError, DataError
 from transferlab.tasks._random import RandomSource, standard_normal
@@ -93,8 +94,10 @@ __all__ = [
 #: The label functions :func:`label_map` can build.
 LABEL_MAPS: tuple[str, ...] = ("fine", "coarse", "aligned", "global", "random")
 
-# Orthonormality of the dictionary, checked on construction (float64 QR reaches about 1e-15).
+# Orthonormality of the dictionary, checked on construction (float64 QR reaches about 1e-15; a user's
+# float32 dictionary about 1e-7).
 _ORTHONORMAL_TOL = 1e-10
+_ORTHONORMAL_TOL_NARROW = 1e-5
 # Class probabilities must sum to 1 within this.
 _PROB_SUM_TOL = 1e-9
 
@@ -157,7 +160,8 @@ class MultiViewFeatures:
         common: v_c, shape (C, d): one common feature per superclass.
         fine: v_{c,j}, shape (C, k, d): one fine-grained feature per subclass.
 
-    All C (1 + k) vectors are orthonormal: ``dictionary @ dictionary.T = I`` (checked to 1e-10).
+    All C (1 + k) vectors are orthonormal: ``dictionary @ dictionary.T = I`` (checked to 1e-10 in float64,
+    1e-5 when either tensor is in a narrower dtype).
 
     Raises:
         DataError: the arrays are not finite float tensors of shapes (C, d) and (C, k, d), or the vectors
@@ -184,7 +188,8 @@ class MultiViewFeatures:
             raise DataError("common and fine must be finite")
         gram = D @ D.T
         error = float((gram - torch.eye(D.shape[0], dtype=torch.float64)).abs().max())
-        if error > _ORTHONORMAL_TOL:
+        wide = common.dtype == fine.dtype == torch.float64
+        if error > (_ORTHONORMAL_TOL if wide else _ORTHONORMAL_TOL_NARROW):
             raise DataError(f"the features must be orthonormal; max |V V^T - I| = {error:.3g}")
 
     @property
@@ -291,7 +296,7 @@ class MultiViewData(NamedTuple):
     has_fine: torch.Tensor
 
 
-def _class_cdf(class_probs: Any, C: int, k: int) -> torch.Tensor | None:
+def _class_cdf(class_probs: ArrayLike | torch.Tensor | None, C: int, k: int) -> torch.Tensor | None:
     """Validate (C, k) class probabilities; return their normalised CDF over f = c k + j (None: uniform)."""
     if class_probs is None:
         return None
@@ -329,7 +334,7 @@ def multiview_data(
     hard: float = 0.0,
     hard_scale: float = 0.0,
     fine_probability: float = 1.0,
-    class_probs: Any = None,
+    class_probs: ArrayLike | torch.Tensor | None = None,
     instances: int | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> MultiViewData:

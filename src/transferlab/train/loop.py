@@ -186,7 +186,9 @@ def _check_start_block(net: BlockNet, start_block: int) -> int:
 def _split(net: BlockNet, x: object, y: object, loss: str, start_block: int, names: tuple[str, str]) -> _Split:
     """Check ``x``, ``y`` against the network (DataError naming the argument) and cast x to its dtype."""
     param = next(net.parameters())
-    with torch.no_grad():  # one zero sample through the network: the shape of block k's output and of the head
+    # one zero sample through the network, in eval mode (no batch-norm statistics move): the shapes of
+    # block k's output and of the head's
+    with torch.no_grad(), _mode(net, False):
         h = net.features(torch.zeros(1, *net.input_shape, dtype=param.dtype, device=param.device), start_block)
         out_features = net.forward_from(h, start_block).shape[-1]
     s, I = tuple(h.shape[2:]), net.instances
