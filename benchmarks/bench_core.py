@@ -116,7 +116,7 @@ def main() -> None:
     settings = TrainSettings(optimizer="adam", lr=args.lr, batch_size=args.batch_size, max_epochs=args.epochs,
                              patience=None)
 
-    torch.optim.Adam([nn.Parameter(torch.zeros(1))])  # torch's first optimizer imports torch._dynamo (seconds): not timed
+    torch.optim.Adam([nn.Parameter(torch.zeros(1))])  # the first optimizer imports torch._dynamo (seconds): untimed
     start = time.perf_counter()
     result = fit(net, x, y, settings=settings, generator=torch.Generator().manual_seed(args.seed + 2))
     t_batched = time.perf_counter() - start

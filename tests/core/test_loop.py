@@ -150,7 +150,8 @@ def _noise_task(seed: int, n: int, d: int, classes: int, dtype: torch.dtype = F6
 # ------------------------------------------------------------------------------------------ equivalence
 @pytest.mark.parametrize(
     "optimizer",
-    [dict(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-3), dict(optimizer="adam", lr=1e-2, weight_decay=1e-3)],
+    [dict(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-3),
+     dict(optimizer="adam", lr=1e-2, weight_decay=1e-3)],
     ids=["sgd-momentum-wd", "adam-wd"],
 )
 def test_early_stopping_matches_independent_loops(optimizer: dict) -> None:

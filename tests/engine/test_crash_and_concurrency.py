@@ -82,7 +82,10 @@ def test_sigkill_then_resume_completes_each_cell_once(tmp_path):
     assert table(store) == table(reference)
     with open_store(store) as st:
         assert st.counts() == {"ok": cells, "failed": 0, "running": 0}
-        assert [r["status"] for r in st.runs()] == ["running", "finished"]  # the killed run never finished
+        runs = st.runs()
+    assert [r["status"] for r in runs] == ["running", "finished"]  # the killed run never finished
+    assert [r["state"] for r in runs] == ["interrupted", "finished"]  # its driver is gone
+    assert runs[0]["cells_ok"] == len(committed) and runs[1]["cells_ok"] == cells - len(committed)
 
 
 def test_two_runs_on_one_store_at_once(tmp_path):

@@ -119,14 +119,14 @@ def test_each_unreadable_store_names_its_problem(tmp_path):
     (tmp_path / "damaged.db").write_bytes(image[:16] + b"\x13" * (len(image) - 16))
     (tmp_path / "truncated.db").write_bytes(image[:100])
     before = {name: digest(tmp_path / name) for name in cases if (tmp_path / name).is_file()}
-    for name, message in cases.items():
-        for args in (("status", tmp_path / name), ("run", write_spec(tmp_path, TOY_SPEC), "--store", tmp_path / name)):
-            if name == "absent.db" and args[0] == "run":
-                continue  # run creates a missing store
-            done = cli(*args)
-            assert done.returncode == 2, (name, args[0], done.stderr)
-            assert f"{tmp_path / name}: {message}" in done.stderr, (name, done.stderr)
-            assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    spec = write_spec(tmp_path, TOY_SPEC)
+    runs = [("run", spec, "--store", tmp_path / name) for name in ("folder.db", "damaged.db")]
+    for args in [("status", tmp_path / name) for name in cases] + runs:
+        store = Path(args[-1])
+        done = cli(*args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert f"{store}: {cases[store.name]}" in done.stderr, (args, done.stderr)
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert before == {name: digest(tmp_path / name) for name in before}
 
 

@@ -104,7 +104,8 @@ def status_command(store: Path = typer.Argument(..., metavar="STORE", help="Stor
         ok = f"{counts['ok']} ok" + (f" ({unconverged} did not converge)" if unconverged else "")
         left = f", {unfinished['interrupted']} left unfinished by interrupted runs" if unfinished["interrupted"] else ""
         console.print(f"{store}: experiment {st.experiment()!r}: {ok}, {counts['failed']} failed, "
-                      f"{unfinished['running']} running{left}; {st.total_seconds():.1f} s of compute", markup=False)
+                      f"{unfinished['running']} running{left}; {st.total_seconds():.1f} s of compute", markup=False,
+                      soft_wrap=True)
     table = Table("run", "status", "executor", "host", "cells", "ok", "failed", "wall s", title="runs")
     for r in runs:
         wall = f"{r['finished'] - r['started']:.1f}" if r["finished"] else ""
@@ -115,7 +116,7 @@ def status_command(store: Path = typer.Argument(..., metavar="STORE", help="Stor
         if r["state"] == "interrupted" and r["status"] == "running":
             console.print(f"run {r['run_id']} was killed (its driver, pid {r['pid']} on {r['host']}, is gone) after "
                           f"committing {(r['cells_ok'] or 0) + (r['cells_failed'] or 0)} cells; run the spec "
-                          "again to resume", markup=False)
+                          "again to resume", markup=False, soft_wrap=True)
     for cell in failed[:20]:
         console.print(f"failed {cell.key[:12]} {cell.config}: {cell.error}", markup=False)
     if len(failed) > 20:
