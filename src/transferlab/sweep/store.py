@@ -16,8 +16,9 @@ Crash safety: each finished batch is committed in one transaction, so a killed s
 the batches in flight, and a committed cell is never recomputed on resume. Concurrency: before a
 batch is dispatched the driver *claims* its cells in a write transaction; another driver skips
 cells claimed by a live owner (same host: its process exists; other host: the lease, renewed by
-the owner's heartbeat, has not expired), so two runs on one store neither duplicate nor corrupt. ``synchronous=NORMAL`` in WAL mode
-is safe against process crashes (a power cut may lose the last commits, never corrupt the file).
+the owner's heartbeat, has not expired), so two runs on one store neither duplicate nor corrupt.
+``synchronous=NORMAL`` in WAL mode is safe against process crashes (a power cut may lose the last
+commits, never corrupt the file).
 
 Creation is atomic: a new store is built complete under a temporary name in the same directory and
 hard-linked into place (the link fails if the name exists), so runs racing to create one store all
@@ -215,7 +216,8 @@ class Store:
             if row is None:
                 conn.execute("INSERT INTO meta VALUES ('experiment', ?)", (name,))
             elif row[0] != name:
-                raise StoreError(f"{self.path}: this store holds experiment {row[0]!r}, not {name!r}; use another --store")
+                raise StoreError(f"{self.path}: this store holds experiment {row[0]!r}, not {name!r}; "
+                                 "use another --store")
 
     # -- runs ------------------------------------------------------------------------------------
     def start_run(self, *, experiment: str, spec_json: str, spec_text: str | None, spec_path: str | None,

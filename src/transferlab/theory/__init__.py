@@ -25,8 +25,30 @@ from transferlab.theory.fate import (
     scratch_risk,
     task_kl,
 )
+from transferlab.theory.relu import (  # Paper 1, Sec. 4: ReLU networks, arc-cosine kernels (relu.py)
+    ReluTeacherPair,
+    arccos_kernel,
+    function_inner,
+    function_norm2,
+    out_of_rkhs_fraction,
+    out_of_rkhs_norm2,
+    relu_gram,
+    relu_kernel,
+    relu_teacher_pair,
+    source_span_projection,
+)
 
 __all__ = [
+    "ReluTeacherPair",
+    "arccos_kernel",
+    "function_inner",
+    "function_norm2",
+    "out_of_rkhs_fraction",
+    "out_of_rkhs_norm2",
+    "relu_gram",
+    "relu_kernel",
+    "relu_teacher_pair",
+    "source_span_projection",
     "FINETUNE_BREAK_EVEN_ANGLE",
     "NegativeTransferInterval",
     "balancedness_scale",
