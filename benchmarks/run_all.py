@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-BENCHMARKS = ("bench_engine.py", "bench_fate.py", "bench_measures.py", "bench_core.py")
+BENCHMARKS = ("bench_engine.py", "bench_fate.py", "bench_measures.py", "bench_core.py", "bench_transfer.py")
 
 
 def main() -> int:

@@ -4,40 +4,89 @@
 on the paper's fine grid at d = 500 (``fate_theory.toml``), and the deep-linear-network simulations
 (``fate_quick.toml``: d = 40 on a coarse grid; ``fate_full.toml``: the paper's 20 x 20 grid with 20
 instances at d = 100). The specs ship inside the package (``transferlab/specs/``), so the command
-works outside a source checkout. It writes the spec copies, the store, every figure as PNG and SVG
+works outside a source checkout.
+
+``transferlab reproduce transfer [--quick]`` runs the ``transfer`` kind into ``<out>/transfer.db``: a CNN
+trained by transferlab on MNIST transferred to Fashion-MNIST and Animal-MNIST
+(``transfer_cnn_{quick,full}.toml``) and MobileNetV2 with ImageNet weights transferred to Fashion-MNIST
+(``transfer_mobilenet_{quick,full}.toml``), each with blocks 1..k frozen and, as a second sweep of the
+same file with its protocol axis replaced (a :class:`SpecRun` variant), the baselines: scratch training
+and the linear probe. It writes the spec copies, the store, every figure as PNG and SVG
 under ``<out>/figures`` and the self-contained ``<out>/report.html``. A rerun into the same ``--out``
 skips the cells already stored.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
 from transferlab.cli.app import app
 from transferlab.errors import ConfigError
 
-__all__ = ["SPEC_DIR", "SPECS", "reproduce_command"]
+__all__ = ["SPEC_DIR", "SPECS", "SpecRun", "reproduce_command"]
 
 #: Where the reproduction specs live (package data).
 SPEC_DIR = files("transferlab") / "specs"
 
-#: paper -> mode -> spec files, run in order into one store.
-SPECS: dict[str, dict[str, tuple[str, ...]]] = {
+@dataclass(frozen=True)
+class SpecRun:
+    """One sweep of a reproduction: a packaged spec file, optionally as a variant whose grid axes are
+    replaced (``None`` drops the axis) and whose name gets ``suffix``; the variant is written beside the
+    original in the output folder, so the file there is exactly what ran."""
+
+    filename: str
+    grid: Mapping[str, list[Any] | None] = field(default_factory=dict)
+    suffix: str = ""
+
+    @property
+    def out_name(self) -> str:
+        stem, _, ext = self.filename.rpartition(".")
+        return f"{stem}{self.suffix}.{ext}"
+
+    def text(self) -> str:
+        """The spec text, with this variant's grid lines replaced or removed."""
+        text = (SPEC_DIR / self.filename).read_text(encoding="utf-8")
+        for axis, values in self.grid.items():
+            pattern = re.compile(rf"^{re.escape(axis)} = .*$\n?", re.MULTILINE)
+            if not pattern.search(text):
+                raise ConfigError(f"{self.filename} has no line '{axis} = ...' to replace")  # a packaging bug
+            text = pattern.sub("" if values is None else f"{axis} = {json.dumps(values)}\n", text, count=1)
+        if self.suffix:
+            text = re.sub(r'^name = "(.*)"$', rf'name = "\1{self.suffix}"', text, count=1, flags=re.MULTILINE)
+        return text
+
+
+_BASELINES = {"protocol": ["scratch", "linear_probe"], "k": None}
+
+#: paper -> mode -> sweeps, run in order into one store.
+SPECS: dict[str, dict[str, tuple[SpecRun, ...]]] = {
     "fate": {
-        "quick": ("fate_theory.toml", "fate_quick.toml"),
-        "full": ("fate_theory.toml", "fate_full.toml"),
+        "quick": (SpecRun("fate_theory.toml"), SpecRun("fate_quick.toml")),
+        "full": (SpecRun("fate_theory.toml"), SpecRun("fate_full.toml")),
+    },
+    "transfer": {
+        "quick": (SpecRun("transfer_cnn_quick.toml"), SpecRun("transfer_cnn_quick.toml", _BASELINES, "-baselines"),
+                  SpecRun("transfer_mobilenet_quick.toml"),
+                  SpecRun("transfer_mobilenet_quick.toml", {"protocol": ["linear_probe"], "k": None}, "-baselines")),
+        "full": (SpecRun("transfer_cnn_full.toml"), SpecRun("transfer_cnn_full.toml", _BASELINES, "-baselines"),
+                 SpecRun("transfer_mobilenet_full.toml"),
+                 SpecRun("transfer_mobilenet_full.toml", _BASELINES, "-baselines")),
     },
 }
 
 
 @app.command("reproduce")
 def reproduce_command(
-    paper: str = typer.Argument(..., help="Which paper: fate."),
+    paper: str = typer.Argument(..., help="Which paper: fate, transfer."),
     quick: bool = typer.Option(False, "--quick", help="Small simulations (a few minutes on 2 cores)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: reproduce-<paper>)."),
     executor: str = typer.Option("process", help="serial | process | ray."),
@@ -55,11 +104,11 @@ def reproduce_command(
     store = out / f"{paper}.db"
     started = time.monotonic()
     failed = 0
-    for filename in SPECS[paper]["quick" if quick else "full"]:
-        path = out / filename
-        path.write_text((SPEC_DIR / filename).read_text(encoding="utf-8"), encoding="utf-8")
+    for run in SPECS[paper]["quick" if quick else "full"]:
+        path = out / run.out_name
+        path.write_text(run.text(), encoding="utf-8")
         spec = load_spec(path)
-        with _Progress(spec.name or filename) as progress:
+        with _Progress(spec.name or run.out_name) as progress:
             # the closed forms take milliseconds: a worker pool would only add its start-up
             serial = spec.params.get("mode") == "theory"
             summary = run_sweep(spec, store=store, executor="serial" if serial else executor, jobs=jobs,

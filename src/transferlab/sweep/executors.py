@@ -166,8 +166,11 @@ class RayExecutor(Executor):
                 self._stop_reaper()
                 raise
             if self._reaper is not None:
-                self._reaper.stdin.write(b"ready\n")  # type: ignore[union-attr]
-                self._reaper.stdin.flush()  # type: ignore[union-attr]
+                try:  # tell the reaper that Ray's own processes are all started
+                    self._reaper.stdin.write(b"ready\n")  # type: ignore[union-attr]
+                    self._reaper.stdin.flush()  # type: ignore[union-attr]
+                except BrokenPipeError:
+                    log.warning("the Ray reaper died; a killed run may leave Ray processes behind")
         if address and jobs_given is None:  # size the dispatch window to the cluster
             self.jobs = max(1, int(ray.cluster_resources().get("CPU", jobs)))
         self._remote = ray.remote(num_cpus=1, max_retries=0)(execute_batch)
@@ -184,7 +187,10 @@ class RayExecutor(Executor):
     def _stop_reaper(self) -> None:
         """Close the reaper's stdin (it then kills what is left of the local instance) and wait."""
         if self._reaper is not None:
-            self._reaper.stdin.close()  # type: ignore[union-attr]
+            try:
+                self._reaper.stdin.close()  # type: ignore[union-attr]
+            except BrokenPipeError:  # it died already; nothing to wait for
+                pass
             self._reaper.wait(timeout=60)
             self._reaper = None
 
