@@ -39,7 +39,7 @@ def test_reproduce_writes_specs_store_figures_and_report(tmp_path: Path, monkeyp
     # one tiny simulation spec keeps this test quick (the figures dominate its time)
     (tmp_path / "fate_quick.toml").write_text(TINY_SIM, encoding="utf-8")
     monkeypatch.setattr(reproduce, "SPEC_DIR", tmp_path)
-    monkeypatch.setitem(reproduce.SPECS, "fate", {"quick": ("fate_quick.toml",)})
+    monkeypatch.setitem(reproduce.SPECS, "fate", {"quick": (reproduce.SpecRun("fate_quick.toml"),)})
     out = tmp_path / "out"
     assert main(["reproduce", "fate", "--quick", "--out", str(out), "--executor", "serial"]) == 0
     assert (out / "fate_quick.toml").read_text() == TINY_SIM

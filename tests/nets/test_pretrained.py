@@ -187,6 +187,8 @@ def test_block_groups_plug_into_from_module(name):
         out, reference = net(x), model.module(x)
     assert out.shape == (2, 4, 3)
     assert torch.allclose(out, reference.expand_as(out), atol=1e-5)
+    with torch.no_grad():  # the features after the last block are the pooled features a new head sees
+        torch.testing.assert_close(net.features(x, net.n_blocks)[0], model.module.features(x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", P.MODEL_NAMES)

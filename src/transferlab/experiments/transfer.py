@@ -509,7 +509,8 @@ def _figure_plan(results: Results) -> list[tuple[str, str, Any]]:
         plan.append(("transfer_transferability",
                      "Transferability against target size n: scratch test error minus the best transfer protocol's "
                      "(any protocol and depth). Above 0: transfer helps. Bars: ± 2 standard errors (instances and "
-                     "replicates pooled; the two errors treated as independent).", functools.partial(_transferability_figure, pairs)))
+                     "replicates pooled; the two errors treated as independent). Taking the best of several noisy "
+                     "estimates biases it low, so small positive values are not evidence on their own.", functools.partial(_transferability_figure, pairs)))
     return plan
 
 
@@ -587,6 +588,9 @@ def _transferability_figure(pairs: list[dict[str, Any]]) -> Figure:
                         label=pair["label"])
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xscale("log")
+    sizes = sorted({r["n"] for p in pairs for r in p["best"]})
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.minorticks_off()
     ax.set_xlabel("target training size n")
     ax.set_ylabel("scratch error − best transfer error")
     legend_outside(ax)

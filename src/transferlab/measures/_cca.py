@@ -16,7 +16,7 @@ from transferlab.measures._geometry import center, orthonormal_basis
 from transferlab.measures._validate import (
     as_matrix,
     check_choice,
-    check_fraction,
+    check_real,
     check_same_samples,
 )
 
@@ -70,7 +70,7 @@ def canonical_correlations(x: Any, y: Any, *, regularization: float = 0.0) -> np
     ``n`` is near or below the number of features). Without it, ``n > max(p, q)`` and full column
     rank are required (else :class:`DataError`).
     """
-    reg = check_fraction(regularization, "regularization")
+    reg = check_real(regularization, "regularization", low=0.0, high=1.0, high_open=True)
     xc, yc = _prepare(x, y)
     return _canonical(xc, yc, reg)[0]
 
@@ -120,8 +120,8 @@ def cca_similarity(
             regularization.
     """
     variant = check_choice(variant, "variant", ("mean", "svcca", "pwcca"))
-    reg = check_fraction(regularization, "regularization")
-    keep = check_fraction(keep, "keep", low=1e-9, closed_high=True)
+    reg = check_real(regularization, "regularization", low=0.0, high=1.0, high_open=True)
+    keep = check_real(keep, "keep", low=0.0, high=1.0, low_open=True)
     xc, yc = _prepare(x, y)
     if variant == "svcca":
         xc, yc = _svd_reduce(xc, keep, "X"), _svd_reduce(yc, keep, "Y")

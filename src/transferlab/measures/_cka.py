@@ -18,7 +18,7 @@ import numpy as np
 
 from transferlab.errors import DataError
 from transferlab.measures._geometry import median_distance, rbf_gram
-from transferlab.measures._validate import as_matrix, check_bool, check_choice, check_positive, check_same_samples
+from transferlab.measures._validate import as_matrix, check_bool, check_choice, check_real, check_same_samples
 
 __all__ = [
     "cka_similarity",
@@ -243,7 +243,7 @@ def _hsic_triplet(x, y, kernel, debiased, sigma, method) -> tuple[float, float, 
         k, l = _linear_grams(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
     else:
         if sigma is not None:
-            sigma = check_positive(sigma, "sigma")
+            sigma = check_real(sigma, "sigma", low=0.0, low_open=True)
         sx = median_distance(x) if sigma is None else float(sigma)
         sy = median_distance(y) if sigma is None else float(sigma)
         k, l = rbf_gram(x, sx), rbf_gram(y, sy)

@@ -1,7 +1,9 @@
 """Input validation shared by every measure (the only place that turns user input into arrays).
 
 Every public measure calls these helpers first, so bad input fails early with one
-:class:`~transferlab.errors.DataError` that names the argument and the problem.
+:class:`~transferlab.errors.DataError` that names the argument and the problem. The scalar
+parameter checks (``check_int``, ``check_real``, ``check_bool``, ``check_choice``) are
+:mod:`transferlab._checks`'s, re-exported here.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from transferlab.errors import ConfigError, DataError
+from transferlab._checks import check_bool, check_choice, check_int, check_real
+from transferlab.errors import DataError
 
 __all__ = [
     "as_matrix",
@@ -19,7 +22,8 @@ __all__ = [
     "check_same_samples",
     "check_same_features",
     "check_int",
-    "check_fraction",
+    "check_real",
+    "check_bool",
     "check_choice",
 ]
 
@@ -127,51 +131,3 @@ def as_targets(y: Any, n: int, name: str = "targets") -> np.ndarray:
     if arr.shape[0] != n:
         raise DataError(f"{name}: has {arr.shape[0]} rows but the features have {n} samples")
     return arr
-
-
-def check_int(value: Any, name: str, *, low: int, high: int | None = None) -> int:
-    """Validate an integer parameter in ``[low, high]`` (raises :class:`ConfigError`)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    value = int(value)
-    if value < low or (high is not None and value > high):
-        upper = "" if high is None else f" and <= {high}"
-        raise ConfigError(f"{name} must be >= {low}{upper}, got {value}")
-    return value
-
-
-def check_fraction(value: Any, name: str, *, low: float = 0.0, high: float = 1.0, closed_high: bool = False) -> float:
-    """Validate a float parameter in ``[low, high)`` (or ``[low, high]``); raises :class:`ConfigError`."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    ok = low <= value <= high if closed_high else low <= value < high
-    if not ok or not np.isfinite(value):
-        bracket = "]" if closed_high else ")"
-        raise ConfigError(f"{name} must lie in [{low}, {high}{bracket}, got {value}")
-    return value
-
-
-def check_positive(value: Any, name: str, *, low: float = 0.0, inclusive: bool = False) -> float:
-    """Validate a finite real parameter ``> low`` (``>= low`` if ``inclusive``); raises :class:`ConfigError`."""
-    if isinstance(value, (bool, str)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not np.isfinite(value) or value < low or (value == low and not inclusive):
-        raise ConfigError(f"{name} must be a finite number {'>=' if inclusive else '>'} {low:g}, got {value!r}")
-    return value
-
-
-def check_bool(value: Any, name: str) -> bool:
-    """Validate a flag: a real bool, not a truthy string (raises :class:`ConfigError`)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise ConfigError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
-
-
-def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
-    """Validate a string option against ``choices`` (raises :class:`ConfigError` listing them)."""
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-    return value

@@ -17,7 +17,7 @@ import numpy as np
 
 from transferlab.errors import DataError
 from transferlab.measures._geometry import knn
-from transferlab.measures._validate import as_matrix, check_choice, check_fraction, check_int
+from transferlab.measures._validate import as_matrix, check_choice, check_int, check_real
 
 __all__ = ["twonn_dimension", "twonn_profile", "mle_dimension", "DimensionProfile"]
 
@@ -78,7 +78,7 @@ def twonn_dimension(
     """
     method = check_choice(method, "method", ("lsq", "mle"))
     duplicates = check_choice(duplicates, "duplicates", ("remove", "raise"))
-    discard_fraction = check_fraction(discard_fraction, "discard_fraction", high=0.9, closed_high=True)
+    discard_fraction = check_real(discard_fraction, "discard_fraction", low=0.0, high=0.9)
     x = as_matrix(x, "X", min_samples=3)
     x = _deduplicate(x, duplicates)
     if x.shape[0] < 3:
@@ -123,7 +123,7 @@ def twonn_profile(
     """
     method = check_choice(method, "method", ("lsq", "mle"))
     duplicates = check_choice(duplicates, "duplicates", ("remove", "raise"))
-    discard_fraction = check_fraction(discard_fraction, "discard_fraction", high=0.9, closed_high=True)
+    discard_fraction = check_real(discard_fraction, "discard_fraction", low=0.0, high=0.9)
     min_points = check_int(min_points, "min_points", low=3)
     x = as_matrix(x, "X", min_samples=3)
     x = _deduplicate(x, duplicates)

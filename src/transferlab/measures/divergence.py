@@ -19,9 +19,8 @@ from transferlab.measures._geometry import knn, median_distance, pairwise_sum
 from transferlab.measures._validate import (
     as_matrix,
     check_choice,
-    check_fraction,
     check_int,
-    check_positive,
+    check_real,
     check_same_features,
 )
 
@@ -102,7 +101,7 @@ def gaussian_kl(x: Any, y: Any, *, regularization: float = 0.0) -> float:
     Raises:
         DataError: singular fitted covariance (``n <= d``, constant or collinear features).
     """
-    reg = check_fraction(regularization, "regularization")
+    reg = check_real(regularization, "regularization", low=0.0, high=1.0, high_open=True)
     x, y = _samples(x, y)
     return gaussian_kl_from_moments(x.mean(axis=0), _shrunk_cov(x, reg), y.mean(axis=0), _shrunk_cov(y, reg))
 
@@ -116,7 +115,7 @@ def linear_gaussian_kl(beta_s: Any, beta_t: Any, sigma: float) -> float:
     bt = as_matrix(beta_t, "beta_t", min_samples=1)[:, 0]
     if bs.shape != bt.shape:
         raise DataError(f"beta_s and beta_t must have the same length; got {bs.shape} and {bt.shape}")
-    sigma = check_positive(sigma, "sigma")
+    sigma = check_real(sigma, "sigma", low=0.0, low_open=True)
     diff = bs - bt
     return float(diff @ diff / (2.0 * sigma * sigma))
 
@@ -176,7 +175,7 @@ def mmd2(
     if sigma is None:
         sigma = median_distance(np.vstack([x[:: max(1, x.shape[0] // 1000)], y[:: max(1, y.shape[0] // 1000)]]))
     else:
-        sigma = check_positive(sigma, "sigma")
+        sigma = check_real(sigma, "sigma", low=0.0, low_open=True)
     gamma = 1.0 / (2.0 * float(sigma) ** 2)
     n, m = x.shape[0], y.shape[0]
     if estimator == "linear":
@@ -232,7 +231,7 @@ def wasserstein_distance(x: Any, y: Any, p: float = 1) -> float:
     :class:`DataError` (use :func:`sliced_wasserstein_distance` or POT's ``ot.emd2``).
     A metric; scales linearly with isotropic scaling.
     """
-    p = check_positive(p, "p", low=1.0, inclusive=True)
+    p = check_real(p, "p", low=1.0)
     x, y = _samples(x, y, min_samples=1)
     if x.shape[1] == 1:
         return float(_wasserstein_1d(x[:, 0], y[:, 0], p) ** (1.0 / p))
@@ -262,7 +261,7 @@ def sliced_wasserstein_distance(
     same directions: then it is an exact pseudo-metric, triangle inequality included). Each 1-D
     ``W_p`` is exact (sorting). ``O(L (n + m) (d + log n))`` for ``L`` projections; any sample sizes.
     """
-    p = check_positive(p, "p", low=1.0, inclusive=True)
+    p = check_real(p, "p", low=1.0)
     n_projections = check_int(n_projections, "n_projections", low=1)
     x, y = _samples(x, y, min_samples=1)
     d = x.shape[1]

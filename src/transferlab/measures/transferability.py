@@ -20,7 +20,7 @@ from transferlab.measures._validate import (
     as_matrix,
     as_targets,
     check_choice,
-    check_fraction,
+    check_real,
 )
 
 __all__ = [
@@ -254,7 +254,7 @@ def h_score(features: Any, labels: Any, *, shrinkage: None | str | float = None)
         check_choice(shrinkage, "shrinkage", ("ledoit-wolf",))
         a = _ledoit_wolf(fc, cov)
     else:
-        a = check_fraction(shrinkage, "shrinkage", closed_high=True)
+        a = check_real(shrinkage, "shrinkage", low=0.0, high=1.0)
     if a > 0.0:
         cov = (1.0 - a) * cov + a * np.trace(cov) / d * np.eye(d)
         cov_g = (1.0 - a) * cov_g
@@ -297,7 +297,7 @@ def feature_overlap(
             ``task="classification"``.
     """
     task = check_choice(task, "task", ("regression", "classification"))
-    ridge = check_fraction(ridge, "ridge", high=np.inf)
+    ridge = check_real(ridge, "ridge", low=0.0)
     f = as_matrix(features, "features")
     y = _targets(labels, f.shape[0], task)
     n, d = f.shape

@@ -226,13 +226,15 @@ class PretrainedModel:
     @property
     def block_groups(self) -> tuple[tuple[str, ...], ...]:
         """The blocks as :func:`transferlab.nets.from_module` takes them: the parameter-free ``adapter`` runs
-        with the first stage."""
-        return (("adapter", self.block_names[0]), *((name,) for name in self.block_names[1:]))
+        with the first stage and global average pooling with the last, so the features after block L are
+        the pooled (n, 1280) features a new head (or a linear probe) sees."""
+        first, *middle, last = self.block_names
+        return (("adapter", first), *((name,) for name in middle), (last, "pool"))
 
     @property
     def head_group(self) -> tuple[str, ...]:
-        """The head as :func:`transferlab.nets.from_module` takes it: global pooling, then the head."""
-        return ("pool", self.head_name)
+        """The head as :func:`transferlab.nets.from_module` takes it."""
+        return (self.head_name,)
 
 
 def _spec(name: str) -> _Spec:

@@ -59,6 +59,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from transferlab._checks import check_choice, check_int
 from transferlab.errors import ConfigError, DataError
 from transferlab.tasks._random import RandomSource
 
@@ -77,27 +78,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 # labels and hierarchies
 # --------------------------------------------------------------------------------------------------
-
-# Same contract and messages as transferlab.measures._validate.check_int / check_choice; kept here because
-# importing the measures package costs about 1.7 s (scipy). Switch to the shared helpers once they live
-# in a light module.
-
-
-def _check_int(value: Any, name: str, *, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    value = int(value)
-    if value < low or (high is not None and value > high):
-        upper = "" if high is None else f" and <= {high}"
-        raise ConfigError(f"{name} must be >= {low}{upper}, got {value}")
-    return value
-
-
-def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-    return value
-
 
 
 def check_labels(y: Any, n_classes: int | None, name: str = "labels") -> np.ndarray:
@@ -179,9 +159,9 @@ class LabelHierarchy:
     def members(self, coarse: int | str) -> tuple[int, ...]:
         """The fine classes of one coarse class, given by index or name."""
         if isinstance(coarse, str):
-            index = _check_choice(coarse, "coarse class", self.coarse_classes)
+            index = check_choice(coarse, "coarse class", self.coarse_classes)
             coarse = self.coarse_classes.index(index)
-        coarse = _check_int(coarse, "coarse class", low=0, high=self.n_coarse - 1)
+        coarse = check_int(coarse, "coarse class", low=0, high=self.n_coarse - 1)
         return tuple(int(f) for f in np.flatnonzero(self.fine_to_coarse == coarse))
 
 
@@ -277,7 +257,7 @@ def class_balanced_indices(
             (the message names the class).
         ConfigError: ``n`` is not a positive integer, or ``generator`` is of the wrong type.
     """
-    n = _check_int(n, "n", low=1)
+    n = check_int(n, "n", low=1)
     if classes is not None:
         names = tuple(str(c) for c in classes)
         labels = check_labels(y, len(names), "y")
@@ -631,7 +611,7 @@ def load_dataset(name: str, *, root: str | Path | None = None) -> ImageDataset:
         DataError: the package is not installed (the message gives the install command), or a file is
             unreadable or fails its checksum (the message names the file).
     """
-    _check_choice(name, "data set", DATASET_NAMES)
+    check_choice(name, "data set", DATASET_NAMES)
     if root is not None:
         if name == _COMBINED:
             raise ConfigError(f"{_COMBINED} reads the installed data sets; root is not accepted")

@@ -107,25 +107,6 @@ _PROB_SUM_TOL = 1e-9
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_int(value: object, name: str, *, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    value = int(value)
-    if value < low or (high is not None and value > high):
-        upper = "" if high is None else f" and <= {high}"
-        raise ConfigError(f"{name} must be an integer >= {low}{upper}, got {value}")
-    return value
-
-
-def _check_real(value: object, name: str, *, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ConfigError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not (low <= value <= high) or not math.isfinite(value):  # also rejects NaN and inf
-        raise ConfigError(f"{name} must be a finite number in [{low:g}, {high:g}], got {value!r}")
-    return value
-
-
 def _uniform(shape: tuple[int, ...], generator: RandomSource) -> torch.Tensor:
     """I.i.d. U[0, 1) draws of the given shape as a float64 CPU tensor."""
     if isinstance(generator, torch.Generator):
@@ -254,15 +235,10 @@ def multiview_features(
     Raises:
         ConfigError: C < 1, k < 1, d < C (1 + k), or a bad generator.
     """
-    C = _check_int(n_superclasses, "n_superclasses", low=1)
-    k = _check_int(n_subclasses, "n_subclasses", low=1)
+    C = check_int(n_superclasses, "n_superclasses", low=1)
+    k = check_int(n_subclasses, "n_subclasses", low=1)
     M = C * (1 + k)
-    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or int(d) < M:
-        raise ConfigError(
-            f"d must be an integer >= n_superclasses * (1 + n_subclasses) = {M} so that the {M} features can be "
-            f"orthonormal, got {d!r}"
-        )
-    d = int(d)
+    d = check_int(d, "d", low=M, note=f"n_superclasses * (1 + n_subclasses), so that the {M} features can be orthonormal")
     G = standard_normal((d, M), generator)
     Q, R = torch.linalg.qr(G, mode="reduced")
     signs = torch.sign(torch.diagonal(R))
@@ -392,23 +368,23 @@ def multiview_data(
     """
     if not isinstance(features, MultiViewFeatures):
         raise ConfigError(f"features must be a MultiViewFeatures, got {type(features).__name__}")
-    n = _check_int(n, "n", low=1)
-    I = 1 if instances is None else _check_int(instances, "instances", low=1)
-    P = _check_int(patches, "patches", low=1)
-    P_c = _check_int(common_patches, "common_patches", low=0, high=P)
-    P_f = _check_int(fine_patches, "fine_patches", low=0, high=P)
+    n = check_int(n, "n", low=1)
+    I = 1 if instances is None else check_int(instances, "instances", low=1)
+    P = check_int(patches, "patches", low=1)
+    P_c = check_int(common_patches, "common_patches", low=0, high=P)
+    P_f = check_int(fine_patches, "fine_patches", low=0, high=P)
     if P_c + P_f > P:
         raise ConfigError(
             f"common_patches + fine_patches must be <= patches = {P}, got {P_c} + {P_f} = {P_c + P_f}"
         )
-    alpha = _check_real(common_strength, "common_strength", low=0.0, high=math.inf)
-    beta = _check_real(fine_strength, "fine_strength", low=0.0, high=math.inf)
-    delta = _check_real(strength_spread, "strength_spread", low=0.0, high=1.0)
-    noise = _check_real(noise, "noise", low=0.0, high=math.inf)
-    gamma = _check_real(feature_noise, "feature_noise", low=0.0, high=math.inf)
-    hard = _check_real(hard, "hard", low=0.0, high=1.0)
-    kappa = _check_real(hard_scale, "hard_scale", low=0.0, high=1.0)
-    rho = _check_real(fine_probability, "fine_probability", low=0.0, high=1.0)
+    alpha = check_real(common_strength, "common_strength", low=0.0)
+    beta = check_real(fine_strength, "fine_strength", low=0.0)
+    delta = check_real(strength_spread, "strength_spread", low=0.0, high=1.0)
+    noise = check_real(noise, "noise", low=0.0)
+    gamma = check_real(feature_noise, "feature_noise", low=0.0)
+    hard = check_real(hard, "hard", low=0.0, high=1.0)
+    kappa = check_real(hard_scale, "hard_scale", low=0.0, high=1.0)
+    rho = check_real(fine_probability, "fine_probability", low=0.0, high=1.0)
     C, k, d = features.n_superclasses, features.n_subclasses, features.dim
     if gamma > 0 and C < 2:
         raise ConfigError("feature_noise must be 0 with a single superclass (distractors come from other superclasses)")
@@ -491,7 +467,7 @@ class LabelMap:
     kind: str = "custom"
 
     def __post_init__(self) -> None:
-        n_classes = _check_int(self.n_classes, "n_classes", low=1)
+        n_classes = check_int(self.n_classes, "n_classes", low=1)
         mapping = check_labels(self.mapping, n_classes, "mapping")
         if mapping.size == 0:
             raise DataError("mapping: needs at least one fine class")
@@ -544,8 +520,8 @@ class LabelMap:
 
 def _check_hierarchy(n_superclasses: int, n_subclasses: int) -> tuple[int, int]:
     return (
-        _check_int(n_superclasses, "n_superclasses", low=1),
-        _check_int(n_subclasses, "n_subclasses", low=1),
+        check_int(n_superclasses, "n_superclasses", low=1),
+        check_int(n_subclasses, "n_subclasses", low=1),
     )
 
 
@@ -597,7 +573,7 @@ def aligned_label_map(
         ConfigError: C or k < 1, or n_classes outside [C, C k].
     """
     C, k = _check_hierarchy(n_superclasses, n_subclasses)
-    n = _check_int(n_classes, "n_classes", low=C, high=C * k)
+    n = check_int(n_classes, "n_classes", low=C, high=C * k)
     order = _subclass_order(C, k, generator)
     m = n // C + (np.arange(C) < n % C).astype(np.int64)  # groups per superclass
     offset = np.concatenate([[0], np.cumsum(m)[:-1]])
@@ -630,7 +606,7 @@ def global_label_map(
         ConfigError: C or k < 1, or n_classes outside [1, C k].
     """
     C, k = _check_hierarchy(n_superclasses, n_subclasses)
-    n = _check_int(n_classes, "n_classes", low=1, high=C * k)
+    n = check_int(n_classes, "n_classes", low=1, high=C * k)
     order = _subclass_order(C, k, generator)  # (C, k)
     listed = (np.arange(C)[None, :] * k + order.T).reshape(-1)  # fine class at position t = j_pos * C + c
     mapping = np.empty(C * k, dtype=np.int64)
@@ -654,7 +630,7 @@ def random_label_map(
         ConfigError: C or k < 1, n_classes outside [1, C k], or a bad generator.
     """
     C, k = _check_hierarchy(n_superclasses, n_subclasses)
-    n = _check_int(n_classes, "n_classes", low=1, high=C * k)
+    n = check_int(n_classes, "n_classes", low=1, high=C * k)
     permutation = torch.argsort(_uniform((C * k,), generator)).numpy()
     mapping = np.empty(C * k, dtype=np.int64)
     mapping[permutation] = _balanced_groups(C * k, n)
