@@ -29,8 +29,19 @@ __all__ = ["check_int", "check_real", "check_bool", "check_choice"]
 _T = TypeVar("_T")
 
 
-def _fmt(x: float) -> str:
+def _fmt(x: float | None) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def _requirement(kind: str, low: float | None, high: float | None, interval: str, above: str, below: str) -> str:
+    """What a bounded value must be: ``kind`` and ``interval`` (both bounds), ``above low`` or ``below high``."""
+    if low is not None and high is not None:
+        return f"{kind} {interval}"
+    if low is not None:
+        return f"{kind} {above} {_fmt(low)}"
+    if high is not None:
+        return f"{kind} {below} {_fmt(high)}"
+    return kind
 
 
 def _fail(name: str, requirement: str, value: Any, optional: bool, note: str) -> ConfigError:
@@ -63,14 +74,7 @@ def check_int(
     """
     if value is None and optional:
         return None
-    if low is not None and high is not None:
-        requirement = f"an integer in {low}..{high}"
-    elif low is not None:
-        requirement = f"an integer >= {low}"
-    elif high is not None:
-        requirement = f"an integer <= {high}"
-    else:
-        requirement = "an integer"
+    requirement = _requirement("an integer", low, high, f"in {low}..{high}", ">=", "<=")
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise _fail(name, requirement, value, optional, note)
     result = int(value)
@@ -109,15 +113,11 @@ def check_real(
     """
     if value is None and optional:
         return None
-    kind = "a finite number" if finite else "a number"
-    if low is not None and high is not None:
-        requirement = f"{kind} in {'(' if low_open else '['}{_fmt(low)}, {_fmt(high)}{')' if high_open else ']'}"
-    elif low is not None:
-        requirement = f"{kind} {'>' if low_open else '>='} {_fmt(low)}"
-    elif high is not None:
-        requirement = f"{kind} {'<' if high_open else '<='} {_fmt(high)}"
-    else:
-        requirement = kind
+    interval = f"in {'(' if low_open else '['}{_fmt(low)}, {_fmt(high)}{')' if high_open else ']'}"
+    requirement = _requirement(
+        "a finite number" if finite else "a number", low, high, interval, ">" if low_open else ">=",
+        "<" if high_open else "<=",
+    )
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise _fail(name, requirement, value, optional, note)
     result = float(value)

@@ -89,7 +89,7 @@ def test_dictionary_is_seeded_and_numpy_generators_work():
 
 
 def test_dictionary_rejects_too_small_d_and_non_orthonormal_features():
-    with pytest.raises(ConfigError, match=r"d must be an integer >= .* = 15"):
+    with pytest.raises(ConfigError, match=r"d must be an integer >= 15 \(n_superclasses \* \(1 \+ n_subclasses\)"):
         multiview_features(3, 4, 14, generator=gen())
     for bad in ({"n_superclasses": 0}, {"n_subclasses": 0}, {"n_subclasses": 2.0}):
         args = {"n_superclasses": 2, "n_subclasses": 2, **bad}

@@ -30,16 +30,18 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from transferlab._checks import check_int
 from transferlab.errors import ConfigError, DataError
 
 __all__ = ["BatchedLinear", "BlockNet", "check_count", "reset_module"]
 
 
 def check_count(name: str, value: object, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum``; bools and non-integers raise :class:`ConfigError`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+    """``value`` as an int >= ``minimum``; bools and non-integers raise :class:`ConfigError`.
+
+    Kept for callers outside the package; it is :func:`transferlab._checks.check_int`.
+    """
+    return check_int(value, name, low=minimum)
 
 
 class BatchedLinear(nn.Module):
@@ -61,9 +63,9 @@ class BatchedLinear(nn.Module):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        self.instances = check_count("instances", instances)
-        self.d_in = check_count("d_in", d_in)
-        self.d_out = check_count("d_out", d_out)
+        self.instances = check_int(instances, "instances", low=1)
+        self.d_in = check_int(d_in, "d_in", low=1)
+        self.d_out = check_int(d_out, "d_out", low=1)
         self.weight = nn.Parameter(torch.empty(instances, d_in, d_out, dtype=dtype))
         self.bias = nn.Parameter(torch.empty(instances, 1, d_out, dtype=dtype)) if bias else None
         self.reset_parameters(generator)
@@ -120,7 +122,7 @@ class BlockNet(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.head = head
         self.input_shape = tuple(int(s) for s in input_shape)
-        self.instances = check_count("instances", instances)
+        self.instances = check_int(instances, "instances", low=1)
         names = tuple(block_names) if block_names is not None else tuple(f"block{i + 1}" for i in range(len(blocks)))
         if len(names) != len(self.blocks) or len(set(names)) != len(names):
             raise ConfigError(f"block_names must be {len(self.blocks)} distinct names, got {names!r}")
@@ -132,9 +134,7 @@ class BlockNet(nn.Module):
         return len(self.blocks)
 
     def _check_k(self, k: int) -> int:
-        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= self.n_blocks:
-            raise ConfigError(f"k must be an integer in 0..{self.n_blocks} (the number of blocks), got {k!r}")
-        return k
+        return check_int(k, "k", low=0, high=self.n_blocks, note="the number of blocks")
 
     def batch_input(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` as (I, n, *input_shape): a shared (n, *input_shape) array is broadcast (no copy).
@@ -171,8 +171,7 @@ class BlockNet(nn.Module):
 
     def block_parameters(self, k: int) -> list[nn.Parameter]:
         """The parameters of block k (1-based; k = L + 1 means the head)."""
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.n_blocks + 1:
-            raise ConfigError(f"block index must be in 1..{self.n_blocks + 1} (L + 1 = head), got {k!r}")
+        k = check_int(k, "block index", low=1, high=self.n_blocks + 1, note="L + 1 = head")
         module = self.head if k == self.n_blocks + 1 else self.blocks[k - 1]
         return list(module.parameters())
 

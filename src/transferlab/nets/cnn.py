@@ -27,8 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from transferlab._checks import check_int
 from transferlab.errors import ConfigError
-from transferlab.nets.blocks import BatchedLinear, BlockNet, check_count
+from transferlab.nets.blocks import BatchedLinear, BlockNet
 from transferlab.nets.mlp import _FlattenSample
 
 __all__ = ["BatchedConv2d", "BatchedMaxPool2d", "small_cnn"]
@@ -75,12 +76,12 @@ class BatchedConv2d(nn.Module):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        self.instances = check_count("instances", instances)
-        self.in_channels = check_count("in_channels", in_channels)
-        self.out_channels = check_count("out_channels", out_channels)
-        self.kernel_size = check_count("kernel_size", kernel_size)
-        self.stride = check_count("stride", stride)
-        self.padding = check_count("padding", padding, minimum=0)
+        self.instances = check_int(instances, "instances", low=1)
+        self.in_channels = check_int(in_channels, "in_channels", low=1)
+        self.out_channels = check_int(out_channels, "out_channels", low=1)
+        self.kernel_size = check_int(kernel_size, "kernel_size", low=1)
+        self.stride = check_int(stride, "stride", low=1)
+        self.padding = check_int(padding, "padding", low=0)
         shape = (instances, out_channels, in_channels, kernel_size, kernel_size)
         self.weight = nn.Parameter(torch.empty(shape, dtype=dtype))
         self.bias = nn.Parameter(torch.empty(instances, out_channels, dtype=dtype))
@@ -121,7 +122,7 @@ class BatchedMaxPool2d(nn.Module):
 
     def __init__(self, kernel_size: int = 2) -> None:
         super().__init__()
-        self.kernel_size = check_count("kernel_size", kernel_size)
+        self.kernel_size = check_int(kernel_size, "kernel_size", low=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         folded, unfold = _fold(x)
@@ -164,14 +165,14 @@ def small_cnn(
     shape = tuple(input_shape)
     if len(shape) != 3:
         raise ConfigError(f"input_shape must be (channels, height, width), got {input_shape!r}")
-    c, h, w = (check_count("input_shape entry", s) for s in shape)
+    c, h, w = (check_int(s, "input_shape entry", low=1) for s in shape)
     if len(channels) == 0:
         raise ConfigError("channels must name at least one conv stage")
-    check_count("hidden", hidden)
-    check_count("out_features", out_features)
+    check_int(hidden, "hidden", low=1)
+    check_int(out_features, "out_features", low=1)
     blocks: list[nn.Module] = []
     for c_out in channels:
-        check_count("channels entry", c_out)
+        check_int(c_out, "channels entry", low=1)
         h, w = h // 2, w // 2
         if h < 1 or w < 1:
             raise ConfigError(f"input_shape {shape} is too small for {len(channels)} 2x2 max-poolings")

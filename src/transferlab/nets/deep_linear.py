@@ -20,6 +20,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from transferlab._checks import check_int, check_real
 from transferlab.errors import ConfigError, DataError
 from transferlab.tasks import RandomSource, standard_normal
 
@@ -57,10 +58,8 @@ class DeepLinear(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("d", d), ("layers", layers), ("instances", instances)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-        if not (math.isfinite(init_scale) and init_scale > 0):
-            raise ConfigError(f"init_scale must be finite and > 0, got {init_scale!r}")
+            check_int(value, name, low=1)
+        check_real(init_scale, "init_scale", low=0.0, low_open=True)
         if dtype not in (torch.float32, torch.float64):
             raise ConfigError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         if init == "random":
@@ -158,6 +157,5 @@ class DeepLinear(nn.Module):
 
         Instance i of ``self`` becomes instances i * repeats ... (i + 1) * repeats - 1.
         """
-        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-            raise ConfigError(f"repeats must be an integer >= 1, got {repeats!r}")
+        repeats = check_int(repeats, "repeats", low=1)
         return DeepLinear.from_weights([w.detach().repeat_interleave(repeats, dim=0) for w in self.weights])

@@ -12,8 +12,9 @@ from typing import Literal
 import torch
 from torch import nn
 
+from transferlab._checks import check_int
 from transferlab.errors import ConfigError
-from transferlab.nets.blocks import BatchedLinear, BlockNet, check_count
+from transferlab.nets.blocks import BatchedLinear, BlockNet
 
 __all__ = ["ACTIVATIONS", "Activation", "mlp"]
 
@@ -52,8 +53,8 @@ def mlp(
         raise ConfigError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
     if len(widths) == 0:
         raise ConfigError("widths must name at least one hidden layer")
-    dims = [int(torch.Size(input_shape).numel()), *(check_count("width", w) for w in widths)]
-    check_count("out_features", out_features)
+    dims = [int(torch.Size(input_shape).numel()), *(check_int(w, "width", low=1) for w in widths)]
+    check_int(out_features, "out_features", low=1)
     blocks = []
     for k, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
         layers: list[nn.Module] = [_FlattenSample()] if k == 0 else []

@@ -54,8 +54,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
+from transferlab._checks import check_int
 from transferlab.errors import ConfigError
-from transferlab.nets.blocks import BlockNet, check_count
+from transferlab.nets.blocks import BlockNet
 
 __all__ = ["Mode", "StackedModule", "from_module"]
 
@@ -105,7 +106,7 @@ class StackedModule(nn.Module):
         super().__init__()
         if mode not in ("vmap", "loop"):
             raise ConfigError(f"mode must be 'vmap' or 'loop', got {mode!r}")
-        self.instances = check_count("instances", instances)
+        self.instances = check_int(instances, "instances", low=1)
         self.mode = mode
         skeleton = copy.deepcopy(module).eval()
         skeleton.requires_grad_(False)
@@ -366,8 +367,8 @@ def from_module(
         raise ConfigError(f"mode must be one of {_MODES}, got {mode!r}")
     if not isinstance(generator, torch.Generator):
         raise ConfigError("from_module needs a torch.Generator (the probe input and any reinit are drawn from it)")
-    check_count("instances", instances)
-    shape = tuple(check_count("input_shape entry", s) for s in input_shape)
+    check_int(instances, "instances", low=1)
+    shape = tuple(check_int(s, "input_shape entry", low=1) for s in input_shape)
     block_groups = [_as_group(b, "each block") for b in blocks]
     head_group = _as_group(head, "head")
     module = copy.deepcopy(module).eval()

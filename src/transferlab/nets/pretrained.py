@@ -83,6 +83,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from transferlab._checks import check_int
 from transferlab.errors import ConfigError, DataError
 from transferlab.nets import _efficientnet_lite, _mobilenetv2
 
@@ -375,9 +376,7 @@ def load_pretrained(
         DataError: the weights package is missing, the file's checksum differs, or its keys or shapes differ.
     """
     spec = _spec(name)
-    bad_count = isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
-    if num_classes is not None and bad_count:
-        raise ConfigError(f"num_classes must be a positive integer or None, got {num_classes!r}")
+    num_classes = check_int(num_classes, "num_classes", low=1, optional=True)
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     state = None

@@ -30,8 +30,9 @@ from typing import Literal
 
 import torch
 
+from transferlab._checks import check_int, check_real
 from transferlab.errors import ConfigError, DataError
-from transferlab.nets.blocks import BatchedLinear, BlockNet, check_count
+from transferlab.nets.blocks import BatchedLinear, BlockNet
 
 __all__ = ["LinearProbe", "linear_probe"]
 
@@ -250,8 +251,7 @@ def linear_probe(
         ConfigError: bad l2, tol, max_iter or n_classes.
         DataError: features or targets with the wrong shape, dtype, non-finite values or labels out of range.
     """
-    if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not l2 >= 0 or l2 == float("inf"):
-        raise ConfigError(f"l2 must be a finite number >= 0, got {l2!r}")
+    l2 = check_real(l2, "l2", low=0.0)
     if not isinstance(y, torch.Tensor):
         raise DataError(f"y must be a torch.Tensor, got {type(y).__name__}")
     per_instance_y = y.ndim == (2 if n_classes is not None else 3)
@@ -276,12 +276,11 @@ def linear_probe(
                           (2 / n * residual.sum(1))], 1)
         return LinearProbe(w, b, "ridge", float(l2), torch.ones(I, dtype=torch.bool, device=f.device),
                            grad.abs().amax(-1), 0)
-    c = check_count("n_classes", n_classes, minimum=2)
+    c = check_int(n_classes, "n_classes", low=2)
     if l2 <= 0:
         raise ConfigError("the logistic probe needs l2 > 0 (separable classes have no minimiser without it)")
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
-        raise ConfigError(f"tol must be a number > 0, got {tol!r}")
-    check_count("max_iter", max_iter)
+    tol = check_real(tol, "tol", low=0.0, low_open=True)
+    check_int(max_iter, "max_iter", low=1)
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
         raise DataError(f"class labels must be integers, got {y.dtype}")
     if tuple(y.shape) not in ((n,), (I, n)):

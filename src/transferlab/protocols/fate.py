@@ -17,12 +17,12 @@ instances with a leading axis:
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from transferlab._checks import check_int, check_real
 from transferlab.errors import ConfigError, DataError
 from transferlab.nets import DeepLinear
 from transferlab.tasks import RandomSource, linear_regression_data, teacher_pair
@@ -122,15 +122,13 @@ def linear_transfer(
         ridge: lambda >= 0 (paper's plots: 0.1).
         rank: optional truncation rank, 1 <= k <= d.
     """
-    if not (math.isfinite(ridge) and ridge >= 0):
-        raise ConfigError(f"ridge must be finite and >= 0, got {ridge!r}")
+    ridge = check_real(ridge, "ridge", low=0.0)
     if X.ndim != 3 or y.shape != X.shape[:2] or X.shape[0] != pretrained.instances or X.shape[2] != pretrained.d:
         raise DataError(f"X must be ({pretrained.instances}, n, {pretrained.d}) and y (instances, n); "
                         f"got {tuple(X.shape)}, {tuple(y.shape)}")
     H = pretrained.hidden_features().detach().to(X.dtype)
     if rank is not None:
-        if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= pretrained.d:
-            raise ConfigError(f"rank must be an integer in [1, {pretrained.d}], got {rank!r}")
+        rank = check_int(rank, "rank", low=1, high=pretrained.d)
         U, S, _ = torch.linalg.svd(H)
         H = U[..., :rank] * S[..., None, :rank]  # (I, d, k): beta_hat = H a for the k-dim probe a
     F = X @ H
@@ -150,19 +148,6 @@ def teacher_risk(beta_hat: torch.Tensor, beta_t: torch.Tensor) -> torch.Tensor:
     """Risk R = ||beta_hat - beta_t||^2 per instance: (instances, d), (instances, d) or (d,) -> (instances,)."""
     diff = beta_hat.to(torch.float64) - beta_t.to(torch.float64)
     return (diff * diff).sum(-1)
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_nonnegative(name: str, value: float, positive: bool = False) -> float:
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        raise ConfigError(f"{name} must be finite and {'> 0' if positive else '>= 0'}, got {value!r}")
-    return value
 
 
 def simulate_fate(
@@ -234,10 +219,10 @@ def simulate_fate(
         ConfigError: invalid sizes, angles, noise levels, protocols, generators or knobs.
         TrainingDiverged: GD diverged (the message says whether to lower ``lr`` or ``init_scale``).
     """
-    d = _check_int("d", d, 2)
-    n = _check_int("n", n, 1)
-    layers = _check_int("layers", layers, 1)
-    instances = _check_int("instances", instances, 1)
+    d = check_int(d, "d", low=2)
+    n = check_int(n, "n", low=1)
+    layers = check_int(layers, "layers", low=1)
+    instances = check_int(instances, "instances", low=1)
     thetas = np.asarray(thetas, dtype=float)
     sigmas = np.asarray(sigmas, dtype=float)
     if thetas.ndim != 1 or thetas.size == 0 or sigmas.shape != thetas.shape:
@@ -255,17 +240,13 @@ def simulate_fate(
     generators = list(generators)
     if len(generators) != cells:
         raise ConfigError(f"need one generator per cell: {cells} cells, {len(generators)} generators")
-    if source_n is not None:
-        source_n = _check_int("source_n", source_n, 1)
-    source_sigma = _check_nonnegative("source_sigma", source_sigma)
-    init_scale = _check_nonnegative("init_scale", init_scale, positive=True)
-    ridge = _check_nonnegative("ridge", ridge)
+    source_n = check_int(source_n, "source_n", low=1, optional=True)
+    source_sigma = check_real(source_sigma, "source_sigma", low=0.0)
+    init_scale = check_real(init_scale, "init_scale", low=0.0, low_open=True)
+    ridge = check_real(ridge, "ridge", low=0.0)
     if dtype not in (torch.float32, torch.float64):
         raise ConfigError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-    if rank is not None:
-        rank = _check_int("rank", rank, 1)
-        if rank > d:
-            raise ConfigError(f"rank must be <= d = {d}, got {rank}")
+    rank = check_int(rank, "rank", low=1, high=d, optional=True)
     settings = GDSettings(lr=lr, max_steps=max_steps, tol=tol)
     scratch_settings = GDSettings(lr=lr, max_steps=max_steps, tol=tol, weight_decay=weight_decay)
 

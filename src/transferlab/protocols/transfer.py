@@ -38,8 +38,9 @@ from collections.abc import Callable
 
 import torch
 
+from transferlab._checks import check_int
 from transferlab.errors import ConfigError, DataError
-from transferlab.nets.blocks import BatchedLinear, BlockNet, check_count, reset_module
+from transferlab.nets.blocks import BatchedLinear, BlockNet, reset_module
 from transferlab.protocols._probe import LinearProbe, linear_probe
 from transferlab.train.loop import TrainResult, TrainSettings, evaluate, fit
 
@@ -89,7 +90,7 @@ class TargetData:
         if (self.x_val is None) != (self.y_val is None):
             raise ConfigError("give both x_val and y_val, or neither")
         if self.n_classes is not None:
-            check_count("n_classes", self.n_classes, minimum=2)
+            check_int(self.n_classes, "n_classes", low=2)
         for name, x, y in self.splits():
             if not isinstance(x, torch.Tensor) or not x.is_floating_point():
                 raise DataError(f"x_{name} must be a floating-point tensor, got {getattr(x, 'dtype', type(x))}")
@@ -197,10 +198,7 @@ def _check(net: BlockNet, data: TargetData, settings: TrainSettings | None) -> N
 
 
 def _check_k(net: BlockNet, k: object) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= net.n_blocks:
-        raise ConfigError(f"k must be an integer in 0..{net.n_blocks} (the network has {net.n_blocks} blocks), "
-                          f"got {k!r}")
-    return k
+    return check_int(k, "k", low=0, high=net.n_blocks, note=f"the network has {net.n_blocks} blocks")
 
 
 def _check_generator(generator: object) -> torch.Generator:
@@ -238,7 +236,7 @@ def transfer_net(source: BlockNet, k: int, out_features: int, *, reinit_unfrozen
     if not isinstance(source, BlockNet):
         raise ConfigError(f"the source must be a transferlab BlockNet, got {type(source).__name__}")
     k = _check_k(source, k)
-    check_count("out_features", out_features)
+    check_int(out_features, "out_features", low=1)
     _check_generator(generator)
     net = copy.deepcopy(source)
     if reinit_unfrozen:

@@ -63,9 +63,9 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 
+from transferlab._checks import check_choice, check_int, check_real
 from transferlab.errors import ConfigError, DataError
 from transferlab.tasks._random import RandomSource, standard_normal
 
@@ -94,34 +94,6 @@ LABEL_KINDS: tuple[str, ...] = ("binary", "signed", "regression")
 # any s (checked against adaptive quadrature in the tests).
 _QUADRATURE_HALF_WIDTH = 12.0
 _QUADRATURE_STEP = 0.25
-
-
-# --------------------------------------------------------------------------------------------------
-# validation
-# --------------------------------------------------------------------------------------------------
-
-
-def _check_int(value: object, name: str, *, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {value}")
-    return int(value)
-
-
-def _check_real(value: object, name: str, *, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ConfigError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not (low <= value <= high):  # also rejects NaN
-        raise ConfigError(f"{name} must be in [{low:g}, {high:g}], got {value!r}")
-    return value
-
-
-def _check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-    return value
 
 
 # --------------------------------------------------------------------------------------------------
@@ -161,7 +133,7 @@ class HiddenManifoldTask:
             )
         if not (bool(torch.isfinite(F).all()) and bool(torch.isfinite(theta).all())):
             raise DataError("features and teacher must be finite")
-        _check_choice(self.activation, "activation", ACTIVATIONS)
+        check_choice(self.activation, "activation", ACTIVATIONS)
 
     @property
     def latent_dim(self) -> int:
@@ -214,9 +186,9 @@ def hidden_manifold_task(
     Raises:
         ConfigError: D < 2, N < 1, unknown activation, or a bad generator.
     """
-    D = _check_int(D, "D", low=2)
-    N = _check_int(N, "N", low=1)
-    _check_choice(activation, "activation", ACTIVATIONS)
+    D = check_int(D, "D", low=2)
+    N = check_int(N, "N", low=1)
+    check_choice(activation, "activation", ACTIVATIONS)
     F = standard_normal((D, N), generator)
     theta = standard_normal((D,), generator)
     return HiddenManifoldTask(features=F, teacher=theta, activation=activation)
@@ -267,14 +239,10 @@ def perturbed_task(
     """
     if not isinstance(source, HiddenManifoldTask):
         raise ConfigError(f"source must be a HiddenManifoldTask, got {type(source).__name__}")
-    rho_F = _check_real(rho_F, "rho_F", low=-1.0, high=1.0)
-    rho_theta = _check_real(rho_theta, "rho_theta", low=-1.0, high=1.0)
-    if isinstance(delta_D, bool) or not isinstance(delta_D, (int, np.integer)):
-        raise ConfigError(f"delta_D must be an integer, got {delta_D!r}")
+    rho_F = check_real(rho_F, "rho_F", low=-1.0, high=1.0)
+    rho_theta = check_real(rho_theta, "rho_theta", low=-1.0, high=1.0)
     D, N = source.latent_dim, source.input_dim
-    D_t = D + int(delta_D)
-    if D_t < 2:
-        raise ConfigError(f"delta_D must be >= {2 - D} (the target needs >= 2 latent dimensions), got {delta_D}")
+    D_t = D + check_int(delta_D, "delta_D", low=2 - D, note="the target needs >= 2 latent dimensions")
     D_sh = min(D, D_t)
     if D_sh < 2 and (rho_F != 1.0 or rho_theta != 1.0):  # only a user-built source with D = 1 gets here
         raise ConfigError("rho_F and rho_theta must be 1 when the tasks share fewer than 2 latent dimensions")
@@ -397,10 +365,8 @@ def correlated_pair(
     Raises:
         ConfigError: q outside [0, 1], D < 2, N < 1, D + delta_D_max < 2, unknown activation, bad generator.
     """
-    q = _check_real(q, "q", low=0.0, high=1.0)
-    if isinstance(delta_D_max, bool) or not isinstance(delta_D_max, (int, np.integer)):
-        raise ConfigError(f"delta_D_max must be an integer, got {delta_D_max!r}")
-    scaled = (1.0 - q) * int(delta_D_max)
+    q = check_real(q, "q", low=0.0, high=1.0)
+    scaled = (1.0 - q) * check_int(delta_D_max, "delta_D_max")
     delta_D = int(math.copysign(math.floor(abs(scaled) + 0.5), scaled))
     pair = hidden_manifold_pair(
         D, N, generator=generator, rho_F=q, rho_theta=q, delta_D=delta_D, activation=activation
@@ -464,12 +430,10 @@ def hidden_manifold_data(
     """
     if not isinstance(task, HiddenManifoldTask):
         raise ConfigError(f"task must be a HiddenManifoldTask, got {type(task).__name__}")
-    n = _check_int(n, "n", low=1)
-    I = 1 if instances is None else _check_int(instances, "instances", low=1)
-    _check_choice(labels, "labels", LABEL_KINDS)
-    noise = _check_real(noise, "noise", low=0.0, high=math.inf)
-    if not math.isfinite(noise):
-        raise ConfigError(f"noise must be finite, got {noise!r}")
+    n = check_int(n, "n", low=1)
+    I = 1 if instances is None else check_int(instances, "instances", low=1)
+    check_choice(labels, "labels", LABEL_KINDS)
+    noise = check_real(noise, "noise", low=0.0)
     if dtype not in (torch.float32, torch.float64):
         raise ConfigError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
     D = task.latent_dim

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from transferlab.errors import ConfigError, DataError
+from transferlab._checks import check_int, check_real
+from transferlab.errors import DataError
 from transferlab.tasks._random import RandomSource, standard_normal
 
 __all__ = ["TeacherPair", "teacher_pair", "linear_regression_data"]
@@ -51,10 +52,8 @@ def teacher_pair(d: int, theta: float, generator: RandomSource) -> TeacherPair:
     Raises:
         ConfigError: ``d < 2`` (no orthogonal direction exists) or ``theta`` is not finite.
     """
-    if isinstance(d, bool) or not isinstance(d, int) or d < 2:
-        raise ConfigError(f"d must be an integer >= 2, got {d!r}")
-    if not math.isfinite(theta):
-        raise ConfigError(f"theta must be finite, got {theta!r}")
+    d = check_int(d, "d", low=2)
+    theta = check_real(theta, "theta")
     g = standard_normal((d,), generator)
     h = standard_normal((d,), generator)
     beta_s = g / torch.linalg.vector_norm(g)
@@ -92,11 +91,8 @@ def linear_regression_data(
     """
     if not isinstance(beta, torch.Tensor) or beta.ndim != 1 or not bool(torch.isfinite(beta).all()):
         raise DataError("beta must be a finite 1-D tensor of shape (d,)")
-    for name, value in (("n", n), ("instances", instances)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-    if not math.isfinite(sigma) or sigma < 0:
-        raise ConfigError(f"sigma must be finite and >= 0, got {sigma!r}")
+    n, instances = check_int(n, "n", low=1), check_int(instances, "instances", low=1)
+    sigma = check_real(sigma, "sigma", low=0.0)
     d = beta.shape[0]
     X = standard_normal((instances, n, d), generator)
     noise = standard_normal((instances, n), generator)

@@ -72,6 +72,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
+from transferlab._checks import check_choice, check_int, check_real
 from transferlab.errors import ConfigError, DataError
 from transferlab.tasks._random import RandomSource, standard_normal
 from transferlab.tasks.images import LabelHierarchy, check_labels
@@ -238,7 +239,7 @@ def multiview_features(
     C = check_int(n_superclasses, "n_superclasses", low=1)
     k = check_int(n_subclasses, "n_subclasses", low=1)
     M = C * (1 + k)
-    d = check_int(d, "d", low=M, note=f"n_superclasses * (1 + n_subclasses), so that the {M} features can be orthonormal")
+    d = check_int(d, "d", low=M, note="n_superclasses * (1 + n_subclasses), one per orthonormal feature")
     G = standard_normal((d, M), generator)
     Q, R = torch.linalg.qr(G, mode="reduced")
     signs = torch.sign(torch.diagonal(R))
@@ -657,8 +658,7 @@ def label_map(
         ConfigError: unknown ``kind``, a missing or inconsistent ``n_classes``, a missing generator for
             "random", or the errors of the function it calls.
     """
-    if not isinstance(kind, str) or kind not in LABEL_MAPS:
-        raise ConfigError(f"kind must be one of {', '.join(map(repr, LABEL_MAPS))}; got {kind!r}")
+    check_choice(kind, "kind", LABEL_MAPS)
     C, k = _check_hierarchy(n_superclasses, n_subclasses)
     if kind in ("fine", "coarse"):
         built = fine_label_map(C, k) if kind == "fine" else coarse_label_map(C, k)

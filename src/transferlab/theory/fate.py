@@ -32,6 +32,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import integrate
 
+from transferlab._checks import check_int
 from transferlab.errors import ConfigError
 
 __all__ = [
@@ -101,11 +102,7 @@ def _ratio(name: str, value: ArrayLike) -> FloatArray:
 
 
 def _dimension(d: int | None) -> int | None:
-    if d is None:
-        return None
-    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 3:
-        raise ConfigError(f"d must be an integer >= 3 or None, got {d!r}")
-    return int(d)
+    return check_int(d, "d", low=3, optional=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -335,8 +332,7 @@ def _balancedness_root(a: FloatArray, b: FloatArray, layers: int) -> FloatArray:
     """The root ``x = c^2 > 0`` of ``x^{L/(L-1)} - a x - b = 0`` (closed form for ``L = 2``, else
     Newton from ``x_0 = (1 + a + b)^{L-1}``, where the convex left side is positive, so the
     iterates decrease monotonically to the root)."""
-    if isinstance(layers, bool) or not isinstance(layers, (int, np.integer)) or layers < 2:
-        raise ConfigError(f"layers must be an integer >= 2, got {layers!r}")
+    check_int(layers, "layers", low=2)
     if layers == 2:
         return (a + np.sqrt(a**2 + 4.0 * b)) / 2.0
     p = layers / (layers - 1)

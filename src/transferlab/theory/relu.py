@@ -40,6 +40,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from transferlab._checks import check_choice, check_int, check_real
 from transferlab.errors import ConfigError, DataError
 
 __all__ = [
@@ -239,9 +240,7 @@ def function_norm2(a: ArrayLike, W: ArrayLike) -> FloatArray:
 def _rcond(rcond: float | None, m: int) -> float:
     if rcond is None:
         return max(m, 1) * float(np.finfo(np.float64).eps)
-    if isinstance(rcond, bool) or not isinstance(rcond, (int, float, np.floating)) or not 0 <= rcond < 1:
-        raise ConfigError(f"rcond must be a float in [0, 1) or None, got {rcond!r}")
-    return float(rcond)
+    return check_real(rcond, "rcond", low=0.0, high=1.0, high_open=True)
 
 
 def _projection(
@@ -367,12 +366,6 @@ class ReluTeacherPair(NamedTuple):
     removed: NDArray[np.intp]
 
 
-def _count(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def relu_teacher_pair(
     d: int,
     m_star: int,
@@ -411,15 +404,12 @@ def relu_teacher_pair(
     Returns:
         A :class:`ReluTeacherPair` of float64 arrays.
     """
-    d = _count("d", d, 1)
-    m_star = _count("m_star", m_star, 1)
-    mu_ = float(_finite("mu", mu, ConfigError))
-    if not 0.0 <= mu_ <= 1.0:
-        raise ConfigError(f"mu must be a fraction in [0, 1], got {mu!r}")
+    d = check_int(d, "d", low=1)
+    m_star = check_int(m_star, "m_star", low=1)
+    mu_ = check_real(mu, "mu", low=0.0, high=1.0)
     if not isinstance(generator, np.random.Generator):
         raise ConfigError(f"generator must be a numpy.random.Generator, got {type(generator).__name__}")
-    if output_weights not in ("uniform", "sign"):
-        raise ConfigError(f"output_weights must be 'uniform' or 'sign', got {output_weights!r}")
+    check_choice(output_weights, "output_weights", ("uniform", "sign"))
     g = generator.standard_normal((m_star, d))
     norms = np.linalg.norm(g, axis=1, keepdims=True)
     if np.any(norms == 0):  # probability zero; never a silent NaN

@@ -26,13 +26,13 @@ Two gradient paths compute the same dL/dW_l:
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import torch
 
-from transferlab.errors import ConfigError, DataError, TrainingDiverged
+from transferlab._checks import check_choice, check_int, check_real
+from transferlab.errors import DataError, TrainingDiverged
 from transferlab.nets import DeepLinear
 from transferlab.train.objectives import LeastSquaresObjective, _bvm
 
@@ -74,18 +74,12 @@ class GDSettings:
     check_every: int = 50
 
     def __post_init__(self) -> None:
-        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"lr must be None or finite and > 0, got {self.lr!r}")
-        for name in ("max_steps", "check_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "max_steps" else 1):
-                raise ConfigError(f"{name} must be a non-negative integer (check_every >= 1), got {value!r}")
-        for name in ("tol", "weight_decay"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{name} must be finite and >= 0, got {value!r}")
-        if self.gradient not in ("end_to_end", "autograd"):
-            raise ConfigError(f"gradient must be 'end_to_end' or 'autograd', got {self.gradient!r}")
+        check_real(self.lr, "lr", low=0.0, low_open=True, optional=True)
+        check_int(self.max_steps, "max_steps", low=0)
+        check_int(self.check_every, "check_every", low=1)
+        check_real(self.tol, "tol", low=0.0)
+        check_real(self.weight_decay, "weight_decay", low=0.0)
+        check_choice(self.gradient, "gradient", ("end_to_end", "autograd"))
 
 
 @dataclass(frozen=True)

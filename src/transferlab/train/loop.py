@@ -48,8 +48,9 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from transferlab._checks import check_choice, check_int, check_real
 from transferlab.errors import ConfigError, DataError, TrainingDiverged
-from transferlab.nets.blocks import BlockNet, check_count
+from transferlab.nets.blocks import BlockNet
 
 __all__ = ["LossKind", "TrainResult", "TrainSettings", "evaluate", "fit"]
 
@@ -96,26 +97,16 @@ class TrainSettings:
     loss: LossKind = "cross_entropy"
 
     def __post_init__(self) -> None:
-        if self.optimizer not in ("sgd", "adam"):
-            raise ConfigError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.loss not in _LOSSES:
-            raise ConfigError(f"loss must be one of {_LOSSES}, got {self.loss!r}")
-        for name in ("lr", "momentum", "weight_decay"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ConfigError(f"{name} must be a finite number, got {value!r}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
-        if not 0 <= self.momentum < 1:
-            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        check_choice(self.optimizer, "optimizer", ("sgd", "adam"))
+        check_choice(self.loss, "loss", _LOSSES)
+        check_real(self.lr, "lr", low=0.0, low_open=True)
+        check_real(self.momentum, "momentum", low=0.0, high=1.0, high_open=True)
         if self.optimizer == "adam" and self.momentum != 0:
             raise ConfigError("momentum applies to optimizer='sgd' only (Adam's betas are fixed at torch's defaults)")
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        check_count("batch_size", self.batch_size)
-        check_count("max_epochs", self.max_epochs)
-        if self.patience is not None:
-            check_count("patience", self.patience)
+        check_real(self.weight_decay, "weight_decay", low=0.0)
+        check_int(self.batch_size, "batch_size", low=1)
+        check_int(self.max_epochs, "max_epochs", low=1)
+        check_int(self.patience, "patience", low=1, optional=True)
 
 
 @dataclass(frozen=True)
@@ -177,10 +168,7 @@ class _Split:
 def _check_start_block(net: BlockNet, start_block: int) -> int:
     if not isinstance(net, BlockNet):
         raise ConfigError(f"net must be a transferlab BlockNet, got {type(net).__name__}")
-    check_count("start_block", start_block, minimum=0)
-    if start_block > net.n_blocks:
-        raise ConfigError(f"start_block must be in 0..{net.n_blocks} (the number of blocks), got {start_block}")
-    return start_block
+    return check_int(start_block, "start_block", low=0, high=net.n_blocks, note="the number of blocks")
 
 
 def _split(net: BlockNet, x: object, y: object, loss: str, start_block: int, names: tuple[str, str]) -> _Split:
@@ -296,7 +284,7 @@ def evaluate(
     if loss not in _LOSSES:
         raise ConfigError(f"loss must be one of {_LOSSES}, got {loss!r}")
     k = _check_start_block(net, start_block)
-    check_count("batch_size", batch_size)
+    check_int(batch_size, "batch_size", low=1)
     split = _split(net, x, y, loss, k, ("x", "y"))
     loss_sum, correct = _sums(net, split, loss, k, batch_size)
     mean = loss_sum / split.n
