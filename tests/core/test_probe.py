@@ -105,3 +105,32 @@ def test_probe_bad_input() -> None:
         linear_probe(f, y, n_classes=None, l2=0.1)
     with pytest.raises(DataError, match="features"):
         linear_probe(f[0, 0], y, n_classes=3, l2=0.1)
+
+
+def test_logistic_convergence_is_judged_on_the_true_gradient_of_the_original_problem() -> None:
+    """The solver works in centred, scaled coordinates; its stopping test must map the gradient back
+    exactly (checked against autograd of the objective in the original (W, b))."""
+    from transferlab.protocols._probe import _logistic_objective
+
+    g = torch.Generator().manual_seed(3)
+    f = 30 * torch.rand(2, 60, 5, generator=g, dtype=torch.float64) + 4  # far from centred, large scale
+    y = torch.randint(0, 3, (2, 60), generator=g)
+    onehot = torch.nn.functional.one_hot(y, 3).double()
+    lam = 1e-2
+    objective, original_gradient, to_original = _logistic_objective(f, onehot, lam)
+    theta = torch.randn(2, 5 * 3 + 3, generator=g, dtype=torch.float64)
+    _, grad_scaled = objective(theta)
+    w, b = to_original(theta)
+    w, b = w.clone().requires_grad_(True), b.clone().requires_grad_(True)
+    z = f @ w + b
+    value = (torch.logsumexp(z, -1) - (z * onehot).sum(-1)).mean(-1) + 0.5 * lam * w.pow(2).sum((1, 2))
+    value.sum().backward()
+    expected = torch.cat([w.grad.flatten(1), b.grad.flatten(1)], 1)
+    torch.testing.assert_close(original_gradient(grad_scaled), expected, rtol=1e-10, atol=1e-12)
+    fitted = linear_probe(f, y, n_classes=3, l2=lam, tol=1e-6)
+    w, b = fitted.weight.clone().requires_grad_(True), fitted.bias.clone().requires_grad_(True)
+    z = f @ w + b
+    value = (torch.logsumexp(z, -1) - (z * onehot).sum(-1)).mean(-1) + 0.5 * lam * w.pow(2).sum((1, 2))
+    value.sum().backward()
+    true_norm = torch.cat([w.grad.flatten(1), b.grad.flatten(1)], 1).abs().amax(-1)
+    assert bool(fitted.converged.all()) and bool((true_norm <= 1e-6).all())  # the bias is centred: same gradient

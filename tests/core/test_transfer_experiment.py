@@ -142,6 +142,22 @@ def test_train_validation_and_test_subsets(user_setup: Path) -> None:
     assert not torch.equal(data.x_train[0], data.x_train[1])  # each instance its own subset
     again = _target_data(_cell(4, **cfg.model_dump()), cfg)
     assert torch.equal(again.x_test, data.x_test)  # one shared test subset for every cell
+    # paired cells: another protocol or k of the same replicate trains on the same images
+    frozen = cfg.model_copy(update={"protocol": "freeze", "k": 1})
+    assert torch.equal(_target_data(_cell(5, **frozen.model_dump()), frozen).x_train, data.x_train)
+    other = Cell(key=f"{5:064x}", config=frozen, replicate=1)
+    assert not torch.equal(_target_data(other, frozen).x_train, data.x_train)
+
+
+def test_source_cache_key_is_the_source_recipe_not_the_target_settings() -> None:
+    from transferlab.experiments.transfer import _digest, _source_fields
+
+    base = TransferConfig(source="trained:mnist", n=50, protocol="scratch")
+    key = _digest(_source_fields(base))
+    for update in ({"lr": 0.1}, {"batch_size": 7}, {"val_size": 0}, {"patience_steps": 3}, {"n": 500}):
+        assert _digest(_source_fields(base.model_copy(update=update))) == key, update
+    for update in ({"source_lr": 0.1}, {"source_size": 500}, {"architecture": "mlp"}, {"source_labels": "coarse"}):
+        assert _digest(_source_fields(base.model_copy(update=update))) != key, update
 
 
 def test_spec_through_the_cli_k_out_of_range_fails_its_cell(user_setup: Path) -> None:

@@ -5,6 +5,10 @@ Each instance draws its own class-balanced target training subset of ``n`` image
 validation subset of ``val_size`` images, used only for early stopping) from the target's training
 split; every instance and every cell is evaluated on the same class-balanced subset of ``test_size``
 images of the target's test split (drawn with a fixed seed, so cells are compared on equal footing).
+Instance i of replicate r draws the same subsets in every protocol and k (they are seeded by the spec
+seed, r, i and the target fields only), so the curves over k are paired comparisons. The validation
+images are extra labelled data (a practitioner's held-out set); ``val_size = 0`` trains for the fixed
+step budget instead.
 
 Sources (``source``):
 
@@ -87,6 +91,7 @@ class TransferConfig(ExperimentConfig):
     source_labels: Literal["fine", "coarse"] = "fine"
     source_size: int = Field(10000, ge=10, description="training images of a trained source")
     source_epochs: int = Field(10, ge=1, description="most epochs of source training")
+    source_lr: float = Field(1e-3, gt=0, description="Adam learning rate of source training (batch 128)")
     optimizer: Literal["sgd", "adam"] = "adam"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -162,11 +167,31 @@ def source_cache_dir() -> Path:
     return Path(root) / "sources"
 
 
+#: Source training: Adam, batch 128, early stopping (this patience, in epochs) on min(1000, source_size / 5)
+#: further source images.
+_SOURCE_BATCH, _SOURCE_VAL, _SOURCE_PATIENCE = 128, 1000, 2
+
+
+def _source_val_size(cfg: TransferConfig) -> int:
+    return min(_SOURCE_VAL, cfg.source_size // 5)
+
+
+def _source_settings(cfg: TransferConfig) -> Any:
+    """The trainer settings of a trained source: its own recipe, independent of the target's settings."""
+    from transferlab.train.loop import TrainSettings
+
+    return TrainSettings(optimizer="adam", lr=cfg.source_lr, batch_size=_SOURCE_BATCH, max_epochs=cfg.source_epochs,
+                         patience=_SOURCE_PATIENCE)
+
+
 def _source_fields(cfg: TransferConfig) -> dict[str, Any]:
-    """The config fields that define a trained source (its cache key)."""
-    fields = ("source", "architecture", "source_labels", "source_size", "source_epochs", "optimizer", "lr",
-              "weight_decay", "batch_size", "patience_steps")
-    return {"kind_version": TransferExperiment.version, **{f: getattr(cfg, f) for f in fields}}
+    """Everything that determines a trained source (its cache key): the data, the architecture and the
+    resolved trainer settings (not raw config fields, so no setting can change the network unseen)."""
+    import dataclasses
+
+    data = {f: getattr(cfg, f) for f in ("source", "architecture", "source_labels", "source_size")}
+    return {"kind_version": TransferExperiment.version, **data, "settings": dataclasses.asdict(_source_settings(cfg)),
+            "validation_images": _source_val_size(cfg)}
 
 
 def _digest(fields: dict[str, Any]) -> str:
@@ -224,7 +249,12 @@ def _user_module(target: str) -> tuple[Any, Any, Any]:
         factory = getattr(importlib.import_module(module_name), function)
     except (ImportError, AttributeError, ValueError) as err:
         raise ConfigError(f"source module:{target}: cannot import {function!r} from {module_name!r} ({err})") from None
-    built = factory()
+    import torch
+
+    # a factory that draws default inits from the global RNG gets the same draws in every cell and process
+    with torch.random.fork_rng():
+        torch.manual_seed(int(_digest({"module": target})[:15], 16))
+        built = factory()
     if not (isinstance(built, tuple) and len(built) == 3):
         raise ConfigError(f"source module:{target} must return (module, blocks, head), got {type(built).__name__}")
     return built
@@ -302,12 +332,11 @@ def _train_source(cfg: TransferConfig, digest: str) -> tuple[dict[str, torch.Ten
     data = _dataset(cfg.source.partition(":")[2], cfg.source_labels)
     rng = np.random.default_rng(int(digest[:15], 16))
     generator = torch.Generator().manual_seed(int(digest[15:30], 16))
-    train_idx, val_idx = _disjoint_subsets(data.y_train, cfg.source_size, min(1000, cfg.source_size), rng,
-                                           data.n_classes)
+    train_idx, val_idx = _disjoint_subsets(data.y_train, cfg.source_size, _source_val_size(cfg), rng, data.n_classes)
     x = torch.tensor(data.x_train)
     y = torch.tensor(data.y_train)
     net = _architecture(cfg, tuple(data.image_shape), data.n_classes, 1, generator)
-    settings = _settings(cfg, cfg.source_size, max_epochs=cfg.source_epochs)
+    settings = _source_settings(cfg)
     record = fit(net, x[train_idx], y[train_idx], settings=settings, generator=generator,
                  val=(x[val_idx], y[val_idx]))
     test = evaluate(net, torch.tensor(data.x_test), torch.tensor(data.y_test))
@@ -335,6 +364,16 @@ def _disjoint_subsets(y: np.ndarray, n: int, n_val: int, rng: np.random.Generato
     return train, rest[class_balanced_indices(y[rest], n_val, rng, classes=classes)]
 
 
+def _subset_rngs(cell: Cell, cfg: TransferConfig) -> list[np.random.Generator]:
+    """One generator per instance for its target subsets, seeded by (spec seed, replicate, target, labels, n,
+    val_size, instance) only: every protocol and k of a replicate sees the same images, so the cells are
+    paired (their differences are not blurred by different draws)."""
+    words = [int(c, 16) for c in _digest({"target": cfg.target, "labels": cfg.target_labels, "n": cfg.n,
+                                          "val": cfg.val_size})[:32]]
+    return [np.random.default_rng(np.random.SeedSequence([cell.seed, cell.replicate, *words], spawn_key=(i,)))
+            for i in range(cfg.instances)]
+
+
 def _target_data(cell: Cell, cfg: TransferConfig) -> TargetData:
     import torch
 
@@ -344,8 +383,7 @@ def _target_data(cell: Cell, cfg: TransferConfig) -> TargetData:
     data = _dataset(cfg.target, cfg.target_labels)
     if cfg.n < data.n_classes:
         raise ConfigError(f"n = {cfg.n} is below the target's {data.n_classes} classes (every class needs an example)")
-    picks = [_disjoint_subsets(data.y_train, cfg.n, cfg.val_size, cell.rng(stream=i), data.n_classes)
-             for i in range(cfg.instances)]
+    picks = [_disjoint_subsets(data.y_train, cfg.n, cfg.val_size, rng, data.n_classes) for rng in _subset_rngs(cell, cfg)]
     x, y = torch.tensor(data.x_train), torch.tensor(data.y_train)
     test = (np.arange(data.y_test.size) if cfg.test_size == 0 or cfg.test_size >= data.y_test.size
             else class_balanced_indices(data.y_test, cfg.test_size, np.random.default_rng(_TEST_SEED)))
@@ -357,18 +395,18 @@ def _target_data(cell: Cell, cfg: TransferConfig) -> TargetData:
                       n_classes=data.n_classes, **val)
 
 
-def _settings(cfg: TransferConfig, n: int, max_epochs: int | None = None) -> Any:
-    """Trainer settings for ``n`` training images: the step budgets become whole epochs.
+def _settings(cfg: TransferConfig, n: int) -> Any:
+    """Trainer settings for ``n`` target training images: the step budgets become whole epochs.
 
-    With s = ceil(n / batch_size) steps per epoch: at most ceil(max_steps / s) epochs (or ``max_epochs``),
-    and patience ceil(patience_steps / s) epochs, so every n gets about the same optimizer budget and the
-    same early-stopping slack measured in steps (validation is checked once per epoch).
+    With s = ceil(n / batch_size) steps per epoch: at most ceil(max_steps / s) epochs and patience
+    ceil(patience_steps / s) epochs, so every n gets about the same optimizer budget and the same
+    early-stopping slack measured in steps (validation is checked once per epoch).
     """
     from transferlab.train.loop import TrainSettings
 
     per_epoch = math.ceil(n / cfg.batch_size)
     return TrainSettings(optimizer=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size,
-                         max_epochs=max_epochs or math.ceil(cfg.max_steps / per_epoch),
+                         max_epochs=math.ceil(cfg.max_steps / per_epoch),
                          patience=math.ceil(cfg.patience_steps / per_epoch) if cfg.val_size else None)
 
 
@@ -467,7 +505,8 @@ def _analyze_pair(pair: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str,
                      "reinit": sorted((k, *v) for (p, k, reinit), v in entries.items() if p == "freeze" and reinit),
                      "scratch": entries.get(("scratch", 0, False)),
                      "probe": entries.get(("linear_probe", n_blocks, False))}
-        transfers = {f"{p} k={k}" + (" reinit" if r else ""): v for (p, k, r), v in entries.items() if p != "scratch"}
+        # redrawn blocks are not transfer (freeze k = 0 with reinit is training from scratch)
+        transfers = {f"{p} k={k}": v for (p, k, r), v in entries.items() if p != "scratch" and not r}
         k_star = min(curve, key=lambda c: c[1])[0] if curve else None
         row: dict[str, Any] = {"n": n, "k_star": k_star, "scratch_error": None, "best_error": None,
                                "best_protocol": None, "transferability": None, "transferability_se": None}
@@ -476,8 +515,9 @@ def _analyze_pair(pair: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str,
             row.update(best_error=err, best_protocol=name)
             scratch = curves[n]["scratch"]
             if scratch is not None:
+                both_known = scratch[1] is not None and se is not None
                 row.update(scratch_error=scratch[0], transferability=scratch[0] - err,
-                           transferability_se=math.hypot(scratch[1] or 0.0, se or 0.0))
+                           transferability_se=math.hypot(scratch[1], se) if both_known else None)
         best.append(row)
     return {"label": _pair_label(pair), "pair": pair, "n_blocks": n_blocks, "table": table, "best": best,
             "curves": curves, "defrost": defrost}
@@ -584,7 +624,7 @@ def _transferability_figure(pairs: list[dict[str, Any]]) -> Figure:
         rows = [r for r in pair["best"] if r["transferability"] is not None]
         if rows:
             ax.errorbar([r["n"] for r in rows], [r["transferability"] for r in rows],
-                        yerr=[2 * r["transferability_se"] for r in rows], fmt="o-", color=f"C{i}", capsize=2,
+                        yerr=[2 * (r["transferability_se"] or 0.0) for r in rows], fmt="o-", color=f"C{i}", capsize=2,
                         label=pair["label"])
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xscale("log")

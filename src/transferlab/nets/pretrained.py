@@ -45,8 +45,9 @@ A :class:`PretrainedModel` holds one :class:`PretrainedNet`:
   module then returns the pooled features).
 
 For the transfer core's plain-module route, ``from_module(model.module, blocks=model.block_groups,
-head=model.head_group, input_shape=(1, 28, 28), instances=I, generator=g)`` gives a BlockNet of I copies
-(the adapter runs inside the first block, the pooling inside the head).
+head=model.head_group, input_shape=(1, 28, 28), instances=I, generator=g, init=model.init)`` gives a
+BlockNet of I copies (the adapter runs inside the first block, the pooling inside the last); ``init``
+makes a redrawn block (a scratch baseline, ``reinit_after``) start as ``weights=False`` does.
 
 What the features are worth (tests/nets/test_pretrained.py): the checkpoint's own ImageNet classifier on
 the pooled features puts scikit-learn's sample photograph china.jpg in class "palace" for both networks;
@@ -97,6 +98,7 @@ __all__ = [
     "checkpoint_keys",
     "load_pretrained",
     "load_weights",
+    "random_init",
     "weights_path",
 ]
 
@@ -237,6 +239,13 @@ class PretrainedModel:
         """The head as :func:`transferlab.nets.from_module` takes it."""
         return (self.head_name,)
 
+    @property
+    def init(self) -> Callable[[nn.Module, torch.Generator], None]:
+        """The initialiser of ``weights=False`` (:func:`random_init`), as :func:`transferlab.nets.from_module`
+        takes it: ``from_module(model.module, ..., init=model.init)`` makes every redraw of a block (``reinit``,
+        ``BlockNet.reinit_after``) a draw of this architecture's own random initialisation."""
+        return random_init
+
 
 def _spec(name: str) -> _Spec:
     if name not in _SPECS:
@@ -321,9 +330,29 @@ def _read_checkpoint(spec: _Spec, path: Path) -> Mapping[str, object]:
         raise DataError(f"{spec.title} weights file {path} cannot be read: {type(exc).__name__}: {exc}") from exc
 
 
-def _random_init(module: nn.Module, generator: torch.Generator) -> None:
-    """He-normal (fan-in) convolutions, BatchNorm weight 1 / bias 0 and fresh running statistics (every
-    parameter and buffer of a backbone is one of these)."""
+def random_init(module: nn.Module, generator: torch.Generator) -> None:
+    """The random initialisation of ``load_pretrained(weights=False)``, in place, drawn from ``generator``.
+
+    In module order: convolutions He-normal with fan-in (std sqrt(2 / ((in_channels / groups) * kernel
+    area)), bias 0); BatchNorm weight 1, bias 0 and fresh running statistics (mean 0, variance 1); linear
+    layers (the head) weight then bias uniform on +-1/sqrt(in_features), torch's default. Any part of a
+    :class:`PretrainedNet` is made of these; it is the initialiser to give
+    :func:`transferlab.nets.from_module` (``init=model.init``) so that redrawn blocks keep activations of
+    order 1 (torch's own ``Conv2d.reset_parameters`` has 1/6 of this variance: with BatchNorm at the
+    identity the signal shrinks about 10 x per stage). The global RNG is not used.
+
+    Raises:
+        ConfigError: ``generator`` is not a ``torch.Generator``, or ``module`` holds a parameter in a layer
+            of another kind (named; nothing is changed then).
+    """
+    if not isinstance(generator, torch.Generator):
+        raise ConfigError(f"random_init needs a torch.Generator, got {type(generator).__name__}")
+    kinds = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
+    covered = {id(p) for sub in module.modules() if isinstance(sub, kinds) for p in sub.parameters(recurse=False)}
+    orphans = [name for name, p in module.named_parameters() if id(p) not in covered]
+    if orphans:
+        raise ConfigError(f"random_init draws convolution, linear and BatchNorm layers only; "
+                          f"{type(module).__name__} has other parameters {orphans}")
     with torch.no_grad():
         for sub in module.modules():
             if isinstance(sub, nn.Conv2d):
@@ -332,19 +361,21 @@ def _random_init(module: nn.Module, generator: torch.Generator) -> None:
                 w.copy_(torch.randn(w.shape, generator=generator) * std)
                 if sub.bias is not None:
                     sub.bias.zero_()
-            elif isinstance(sub, nn.BatchNorm2d):
+            elif isinstance(sub, nn.Linear):
+                bound = 1.0 / math.sqrt(sub.in_features)
+                for p in (sub.weight, sub.bias):
+                    if p is not None:
+                        p.copy_((2 * torch.rand(p.shape, generator=generator) - 1) * bound)
+            elif isinstance(sub, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 sub.reset_parameters()
 
 
 def _linear_head(d_in: int, d_out: int, generator: torch.Generator) -> nn.Linear:
-    """``nn.Linear(d_in, d_out)``, weight and bias uniform on +-1/sqrt(d_in) (torch's default) from ``generator``."""
+    """``nn.Linear(d_in, d_out)`` drawn by :func:`random_init` (torch's default uniform) from ``generator``."""
     with torch.device("meta"):
         head = nn.Linear(d_in, d_out)
     head.to_empty(device="cpu")
-    bound = 1.0 / math.sqrt(d_in)
-    with torch.no_grad():
-        for p in (head.weight, head.bias):
-            p.copy_((2 * torch.rand(p.shape, generator=generator) - 1) * bound)
+    random_init(head, generator)
     return head
 
 
@@ -387,7 +418,7 @@ def load_pretrained(
         stages = spec.build()
     stages.to_empty(device="cpu")
     if state is None:
-        _random_init(stages, generator)
+        random_init(stages, generator)
     net = PretrainedNet(InputAdapter(INPUT_SIZE, spec.mean, spec.std), stages, head)
     model = PretrainedModel(
         name=name,

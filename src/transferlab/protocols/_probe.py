@@ -153,7 +153,7 @@ def _logistic_objective(f: torch.Tensor, onehot: torch.Tensor, lam: float) -> tu
 
     def original_gradient(grad: torch.Tensor) -> torch.Tensor:
         gw, gb = split(grad)
-        return torch.cat([(gw / scale.transpose(1, 2) + mu.transpose(1, 2) @ gb).flatten(1), gb.flatten(1)], 1)
+        return torch.cat([(gw * scale.transpose(1, 2) + mu.transpose(1, 2) @ gb).flatten(1), gb.flatten(1)], 1)
 
     def to_original(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         w, b = split(theta)
