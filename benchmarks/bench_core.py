@@ -24,7 +24,6 @@ Run (never beside another benchmark; other agents share the cores):
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import numpy as np
@@ -33,20 +32,9 @@ from torch import nn
 
 from transferlab.nets import mlp
 from transferlab.train import TrainSettings, fit
+from _ceiling import matmul_ceiling  # benchmarks/_ceiling.py (the script's folder is on sys.path)
 
 IN_FEATURES, CLASSES = 784, 10
-
-
-def matmul_ceiling(dtype: torch.dtype, size: int = 2000, repeats: int = 3) -> float:
-    """Best GFLOP/s of a (size x size) @ (size x size) torch matmul."""
-    a = torch.randn(size, size, dtype=dtype, generator=torch.Generator().manual_seed(0))
-    a @ a
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ a
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
 
 
 def make_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

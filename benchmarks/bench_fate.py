@@ -38,20 +38,9 @@ from transferlab.nets import DeepLinear
 from transferlab.protocols import finetune, pretrain, scratch, simulate_fate, teacher_risk
 from transferlab.tasks import linear_regression_data, teacher_pair
 from transferlab.train import GDSettings
+from _ceiling import matmul_ceiling  # benchmarks/_ceiling.py (the script's folder is on sys.path)
 
 THETAS = (math.pi / 8, math.pi / 4, 3 * math.pi / 8)
-
-
-def matmul_ceiling(dtype: torch.dtype, size: int = 2000, repeats: int = 3) -> float:
-    """Best GFLOP/s of a (size x size) @ (size x size) torch matmul."""
-    a = torch.randn(size, size, dtype=dtype, generator=torch.Generator().manual_seed(0))
-    a @ a
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ a
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
 
 
 def make_cells(d: int, n: int, sigma: float, instances: int, dtype: torch.dtype, seed: int) -> dict:

@@ -48,20 +48,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from transferlab.nets import from_module, load_pretrained
 from transferlab.tasks import class_balanced_subset, load_dataset
 from transferlab.train import TrainSettings, evaluate, fit
+from _ceiling import matmul_ceiling  # benchmarks/_ceiling.py (the script's folder is on sys.path)
 
 CLASSES = 10
-
-
-def matmul_ceiling(dtype: torch.dtype, size: int = 2000, repeats: int = 3) -> float:
-    """Best GFLOP/s of a (size x size) @ (size x size) torch matmul."""
-    a = torch.randn(size, size, dtype=dtype, generator=torch.Generator().manual_seed(0))
-    a @ a
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ a
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
 
 
 def count_flops(fn) -> int:

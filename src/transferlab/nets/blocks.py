@@ -18,8 +18,8 @@ set shared by every instance, broadcast without a copy). Outputs are ``(I, n, ou
 
 Every layer inside a block is *batched*: its parameters carry the leading instances axis and it
 maps ``(I, n, ...) -> (I, n, ...)``; :class:`BatchedLinear` is the basic one. A batched layer that
-has parameters implements ``reset_parameters(generator)``, drawing each instance independently from
-the generator it is given (never the global RNG).
+has parameters or buffers implements ``reset_parameters(generator)``, drawing each instance
+independently from the generator it is given (never the global RNG).
 """
 
 from __future__ import annotations
@@ -91,10 +91,12 @@ class BatchedLinear(nn.Module):
 
 
 def reset_module(module: nn.Module, generator: torch.Generator) -> None:
-    """Redraw the parameters of every batched layer inside ``module`` from ``generator``, in
+    """Redraw every batched layer inside ``module`` that holds state of its own (parameters or buffers,
+    e.g. a stacked ``BatchNorm(affine=False)`` with running statistics only) from ``generator``, in
     module order (the order is part of the seeding contract: same generator state, same weights)."""
     for sub in module.modules():
-        if hasattr(sub, "reset_parameters") and any(True for _ in sub.parameters(recurse=False)):
+        owns_state = any(True for _ in sub.parameters(recurse=False)) or any(True for _ in sub.buffers(recurse=False))
+        if hasattr(sub, "reset_parameters") and owns_state:
             sub.reset_parameters(generator)
 
 

@@ -24,9 +24,12 @@ stacked along a leading instances axis (``torch.func.stack_module_state``), run 
     out[i] = functional_call(submodule, (params[i], buffers[i]), (x[i],)),   i = 1..I,
 
 vectorised by ``torch.vmap`` (mode ``"vmap"``), or by a plain loop over the instances (mode ``"loop"``)
-where vmap cannot run the submodule (data-dependent Python control flow, ``.item()``, in-place writes
-into inputs). With ``mode="auto"`` each submodule gets vmap if vmap runs it on the probe input and
+where vmap cannot run the submodule (data-dependent Python control flow, ``.item()``). With ``mode="auto"`` each submodule gets vmap if vmap runs it on the probe input and
 reproduces the module's own output there, and the loop otherwise; both modes give the same numbers.
+A named submodule must not write into its input in place (``nn.ReLU(inplace=True)`` named on its own,
+``x.mul_(2)``): the adapter hands blocks broadcast inputs and cached features that must stay unchanged,
+so such a submodule is refused (:class:`ConfigError` naming it); in-place steps on tensors a submodule
+computes itself are fine.
 
 Eval mode, always. The submodules run in eval mode whatever ``train()``/``eval()`` says: BatchNorm
 normalises with its stored running statistics (which stay fixed, like any frozen buffer), dropout is
@@ -40,7 +43,11 @@ so there its BatchNorm is a learnable per-channel affine map.
 
 Initial weights: every instance starts as a copy of ``M``'s weights (pretrained use); ``reinit=True``
 redraws every instance from the generator (see :meth:`StackedModule.reset_parameters`), as do
-``BlockNet.reinit_after`` and ``transferlab.nets.blocks.reset_module``.
+``BlockNet.reinit_after`` and ``transferlab.nets.blocks.reset_module``. A redraw uses ``init`` when one
+is given (``from_module(..., init=model.init)`` for a :class:`~transferlab.nets.pretrained.PretrainedModel`:
+He fan-in convolutions, which keep activations of order 1 through the stages) and the submodules' own
+``reset_parameters`` otherwise (torch's defaults; ``Conv2d``'s has 1/6 of the He fan-in variance, so
+with BatchNorm at the identity a deep convolutional stack's signal vanishes).
 """
 
 from __future__ import annotations
@@ -58,9 +65,12 @@ from transferlab._checks import check_int
 from transferlab.errors import ConfigError
 from transferlab.nets.blocks import BlockNet
 
-__all__ = ["Mode", "StackedModule", "from_module"]
+__all__ = ["Init", "Mode", "StackedModule", "from_module"]
 
 Mode = Literal["auto", "vmap", "loop"]
+#: An initialiser: draws every parameter (and resets every buffer it means to) of a module in place,
+#: from the generator it is given, never from the global RNG.
+Init = Callable[[nn.Module, torch.Generator], None]
 _MODES = ("auto", "vmap", "loop")
 
 #: Closeness of the adapter's outputs to the module's own, relative to max(1, max |reference|):
@@ -100,14 +110,19 @@ class StackedModule(nn.Module):
             an unregistered skeleton whose own tensors are never read by forward.
         instances: I.
         mode: ``"vmap"`` or ``"loop"`` (see the module docstring).
+        init: the initialiser :meth:`reset_parameters` applies, or None for the submodule's own resets.
     """
 
-    def __init__(self, module: nn.Module, instances: int, mode: Literal["vmap", "loop"] = "vmap") -> None:
+    def __init__(self, module: nn.Module, instances: int, mode: Literal["vmap", "loop"] = "vmap",
+                 init: Init | None = None) -> None:
         super().__init__()
         if mode not in ("vmap", "loop"):
             raise ConfigError(f"mode must be 'vmap' or 'loop', got {mode!r}")
+        if init is not None and not callable(init):
+            raise ConfigError(f"init must be a callable (module, generator) -> None or None, got {init!r}")
         self.instances = check_int(instances, "instances", low=1)
         self.mode = mode
+        self.init = init
         skeleton = copy.deepcopy(module).eval()
         skeleton.requires_grad_(False)
         # Stored outside nn.Module's registries: its tensors are scaffolding, the stacks below are the state.
@@ -145,41 +160,47 @@ class StackedModule(nn.Module):
         return torch.stack(outs)
 
     def reset_parameters(self, generator: torch.Generator) -> None:
-        """Redraw every instance independently with the submodule's own initialisation.
+        """Redraw every instance independently, with ``init`` or else the submodule's own initialisation.
 
-        For each instance i, in order: draw an integer seed s_i from ``generator``, then on a fresh CPU
-        copy of the submodule call every ``reset_parameters`` (or ``_reset_parameters``) in module order
-        inside ``torch.random.fork_rng`` after ``torch.manual_seed(s_i)``, so the global RNG state is
-        restored afterwards and the weights do not depend on the device. Buffers are copied from the
-        reset copy (BatchNorm statistics become mean 0, variance 1; other buffers keep their values).
+        For each instance i, in order: draw an integer seed s_i from ``generator``; on a fresh CPU copy of
+        the submodule, inside ``torch.random.fork_rng`` after ``torch.manual_seed(s_i)`` (the global RNG
+        state is restored afterwards), call ``init(copy, torch.Generator().manual_seed(s_i))`` when an
+        initialiser was given, and otherwise every ``reset_parameters`` (or ``_reset_parameters``) of the
+        copy in module order. The weights thus depend on ``generator``'s state only, not on the device.
+        Parameters and buffers are copied from the reset copy (BatchNorm statistics become mean 0,
+        variance 1; buffers the reset leaves alone keep their values).
 
         Raises:
-            ConfigError: ``generator`` is missing, or some parameter has no reset function in its
-                module or any enclosing module of the submodule (the parameters are named).
+            ConfigError: ``generator`` is missing, or (without ``init``) some parameter has no reset
+                function in its module or any enclosing module of the submodule (the parameters are named).
         """
         if not isinstance(generator, torch.Generator):
             raise ConfigError("StackedModule.reset_parameters needs a torch.Generator (no global RNG)")
         skeleton: nn.Module = self._skeleton  # type: ignore[assignment]
-        covered: set[int] = set()
-        for sub in skeleton.modules():
-            if _reset_function(sub) is not None:
-                covered.update(id(p) for p in sub.parameters())
-        orphans = [n for n, p in skeleton.named_parameters() if id(p) not in covered]
-        if orphans:
-            raise ConfigError(
-                f"cannot redraw parameters {orphans} of {type(skeleton).__name__}: neither their module nor an "
-                "enclosing one defines reset_parameters()"
-            )
+        if self.init is None:
+            covered: set[int] = set()
+            for sub in skeleton.modules():
+                if _reset_function(sub) is not None:
+                    covered.update(id(p) for p in sub.parameters())
+            orphans = [n for n, p in skeleton.named_parameters() if id(p) not in covered]
+            if orphans:
+                raise ConfigError(
+                    f"cannot redraw parameters {orphans} of {type(skeleton).__name__}: neither their module nor an "
+                    "enclosing one defines reset_parameters(); pass an initialiser (from_module(..., init=...))"
+                )
         params, buffers = self.stacked_state()
         for i in range(self.instances):
             seed = int(torch.randint(0, 2**62, (), generator=generator))
             fresh = copy.deepcopy(skeleton).to("cpu")
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                for sub in fresh.modules():
-                    reset = _reset_function(sub)
-                    if reset is not None:
-                        reset()
+                if self.init is not None:
+                    self.init(fresh, torch.Generator().manual_seed(seed))
+                else:
+                    for sub in fresh.modules():
+                        reset = _reset_function(sub)
+                        if reset is not None:
+                            reset()
             fresh_params = dict(fresh.named_parameters())
             fresh_buffers = dict(fresh.named_buffers())
             with torch.no_grad():
@@ -190,7 +211,8 @@ class StackedModule(nn.Module):
 
     def extra_repr(self) -> str:
         skeleton: nn.Module = self._skeleton  # type: ignore[assignment]
-        return f"{type(skeleton).__name__}, instances={self.instances}, mode={self.mode!r}"
+        init = "" if self.init is None else f", init={getattr(self.init, '__name__', repr(self.init))}"
+        return f"{type(skeleton).__name__}, instances={self.instances}, mode={self.mode!r}{init}"
 
 
 def _as_group(spec: str | Sequence[str], what: str) -> tuple[str, ...]:
@@ -247,16 +269,36 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return float((a - b).abs().max()) <= _EPS_FACTOR * torch.finfo(b.dtype).eps * scale
 
 
+def _detached(value: object) -> object:
+    """A tensor as a detached clone (later in-place writes cannot change it); anything else as it is."""
+    return value.detach().clone() if isinstance(value, torch.Tensor) else value
+
+
+def _versions(args: tuple[object, ...]) -> list[int]:
+    """torch's version counters of the tensor arguments (an in-place write into a tensor increments its)."""
+    return [a._version for a in args if isinstance(a, torch.Tensor)]
+
+
 def _record_chain(module: nn.Module, names: Sequence[str], x: torch.Tensor
-                  ) -> tuple[list[tuple[str, tuple[object, ...], dict[str, object], object]], torch.Tensor]:
-    """Run ``module(x)`` with hooks on the named submodules: the calls (name, args, kwargs, output) in order."""
-    calls: list[tuple[str, tuple[object, ...], dict[str, object], object]] = []
+                  ) -> tuple[list[tuple[str, tuple[object, ...], dict[str, object], object, bool]], torch.Tensor]:
+    """Run ``module(x)`` with hooks on the named submodules: the calls in order, each
+    (name, args, kwargs, output, wrote_input). Tensor arguments are cloned as the call starts and the output
+    as it ends, so an in-place write by a later call cannot change them; ``wrote_input`` says whether the
+    call wrote into one of its tensor arguments in place."""
+    calls: list[tuple[str, tuple[object, ...], dict[str, object], object, bool]] = []
+    started: dict[str, list[tuple[tuple[object, ...], list[int]]]] = {n: [] for n in names}
     handles = []
     for n in names:
-        def hook(_m: nn.Module, args: tuple[object, ...], kwargs: dict[str, object], out: object, n: str = n) -> None:
-            calls.append((n, args, kwargs, out))
+        def pre(_m: nn.Module, args: tuple[object, ...], kwargs: dict[str, object], n: str = n) -> None:
+            started[n].append((tuple(_detached(a) for a in args), _versions(args)))
 
-        handles.append(module.get_submodule(n).register_forward_hook(hook, with_kwargs=True))
+        def hook(_m: nn.Module, args: tuple[object, ...], kwargs: dict[str, object], out: object, n: str = n) -> None:
+            recorded, versions = started[n].pop()
+            calls.append((n, recorded, kwargs, _detached(out), _versions(args) != versions))
+
+        sub = module.get_submodule(n)
+        handles.append(sub.register_forward_pre_hook(pre, with_kwargs=True))
+        handles.append(sub.register_forward_hook(hook, with_kwargs=True))
     try:
         with torch.no_grad():
             y = module(x)
@@ -283,10 +325,15 @@ def _check_contract(module: nn.Module, order: Sequence[str], x: torch.Tensor
         raise ConfigError(f"the module's forward calls the named submodules in the order {seen}, not {list(order)}")
     io: list[tuple[torch.Tensor, torch.Tensor]] = []
     previous, prev_name = x, "the input"
-    for n, args, kwargs, out in calls:
+    for n, args, kwargs, out, wrote_input in calls:
         if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor) or not isinstance(out, torch.Tensor):
             raise ConfigError(f"{n!r} must take one tensor and return one tensor; it was called with "
                               f"{[_shape(a) for a in args]} and {sorted(kwargs)} and returned {_shape(out)}")
+        if wrote_input:
+            raise ConfigError(
+                f"{n!r} writes into its input tensor in place (e.g. inplace=True, x.mul_(...)); the adapter "
+                "cannot run it (block inputs are broadcast or cached features that must stay unchanged): make "
+                "that operation out-of-place, or name an enclosing submodule that also computes that input")
         h = args[0]
         if h.shape != previous.shape or not torch.equal(h, previous):
             raise ConfigError(
@@ -304,12 +351,12 @@ def _check_contract(module: nn.Module, order: Sequence[str], x: torch.Tensor
 
 
 def _stack(sub: nn.Module, name: str, instances: int, mode: Mode,
-           probe: tuple[torch.Tensor, torch.Tensor]) -> StackedModule:
-    """Wrap ``sub`` and check it reproduces its recorded (input, output) on every instance."""
+           probe: tuple[torch.Tensor, torch.Tensor], init: Init | None) -> StackedModule:
+    """Wrap ``sub`` (redrawn by ``init``) and check it reproduces its recorded (input, output) on every instance."""
     h, out = probe
     batched = h.unsqueeze(0).expand(instances, *h.shape)
     if mode in ("auto", "vmap"):
-        wrapped = StackedModule(sub, instances, "vmap")
+        wrapped = StackedModule(sub, instances, "vmap", init)
         try:
             with torch.no_grad():
                 got = wrapped(batched)
@@ -321,7 +368,7 @@ def _stack(sub: nn.Module, name: str, instances: int, mode: Mode,
                 return wrapped
             if mode == "vmap":
                 raise ConfigError(f"under torch.vmap {name!r} does not reproduce its own output on the probe input")
-    wrapped = StackedModule(sub, instances, "loop")
+    wrapped = StackedModule(sub, instances, "loop", init)
     with torch.no_grad():
         got = wrapped(batched)
     if not _close(got, out.unsqueeze(0).expand_as(got)):
@@ -339,6 +386,7 @@ def from_module(
     generator: torch.Generator,
     reinit: bool = False,
     mode: Mode = "auto",
+    init: Init | None = None,
 ) -> BlockNet:
     """``instances`` copies of ``module`` as a BlockNet with the named blocks and head (module docstring).
 
@@ -350,8 +398,12 @@ def from_module(
         instances: I.
         generator: draws the probe input (N(0, 1), shape (2, *input_shape)) and, with ``reinit``, the weights.
         reinit: False: every instance starts with ``module``'s weights; True: each is redrawn independently
-            (blocks in order, then the head) by the submodules' own ``reset_parameters``.
+            (blocks in order, then the head), as by ``BlockNet.reinit_after(0, generator)``.
         mode: ``"auto"`` (vmap where it runs and agrees, else a loop), ``"vmap"`` or ``"loop"`` for every submodule.
+        init: how a redraw (``reinit``, ``reinit_after``, ``reset_module``) initialises each named submodule:
+            ``init(submodule, generator)`` fills its parameters (and any buffers) in place from the generator
+            it is given (see :meth:`StackedModule.reset_parameters`), e.g. ``PretrainedModel.init``; None:
+            the submodules' own ``reset_parameters`` (torch's default initialisation).
 
     Returns:
         A BlockNet with ``block_names`` the blocks' names (a tuple group is named by joining with ``+``).
@@ -359,7 +411,8 @@ def from_module(
     Raises:
         ConfigError: an unknown name (close and available names are listed), a duplicated or nested name,
             a parameter shared between named submodules or in none of them, a forward that breaks the
-            contract (the first broken link is named), or a submodule vmap cannot run with ``mode="vmap"``.
+            contract (the first broken link is named), a submodule that writes into its input in place, a
+            submodule vmap cannot run with ``mode="vmap"``, or an ``init`` that is not callable.
     """
     if not isinstance(module, nn.Module):
         raise ConfigError(f"from_module needs an nn.Module, got {type(module).__name__}")
@@ -367,6 +420,8 @@ def from_module(
         raise ConfigError(f"mode must be one of {_MODES}, got {mode!r}")
     if not isinstance(generator, torch.Generator):
         raise ConfigError("from_module needs a torch.Generator (the probe input and any reinit are drawn from it)")
+    if init is not None and not callable(init):
+        raise ConfigError(f"init must be a callable (module, generator) -> None or None, got {init!r}")
     check_int(instances, "instances", low=1)
     shape = tuple(check_int(s, "input_shape entry", low=1) for s in input_shape)
     block_groups = [_as_group(b, "each block") for b in blocks]
@@ -384,7 +439,7 @@ def from_module(
     io = dict(zip(order, _check_contract(module, order, x), strict=True))
 
     def build(group: tuple[str, ...]) -> nn.Module:
-        parts = [_stack(module.get_submodule(n), n, instances, mode, io[n]) for n in group]
+        parts = [_stack(module.get_submodule(n), n, instances, mode, io[n], init) for n in group]
         return parts[0] if len(parts) == 1 else nn.Sequential(*parts)
 
     net = BlockNet([build(g) for g in block_groups], build(head_group), input_shape=shape, instances=instances,
