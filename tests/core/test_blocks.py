@@ -108,3 +108,19 @@ def test_bad_mlp_arguments(kwargs: dict, message: str) -> None:
 def test_batched_linear_needs_a_generator() -> None:
     with pytest.raises(ConfigError, match="needs a torch.Generator"):
         BatchedLinear(1, 2, 3)
+
+
+def test_reset_module_resets_layers_that_hold_buffers_only() -> None:
+    """A stacked BatchNorm(affine=False) has running statistics and no parameters: a redraw resets them."""
+    from transferlab.nets.module import from_module
+
+    module = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8, affine=False), nn.Linear(8, 3))
+    with torch.no_grad():
+        module[1].running_mean.fill_(5.0)
+        module[1].running_var.fill_(9.0)
+    net = from_module(module, blocks=[("0", "1")], head="2", input_shape=(4,), instances=2, generator=_gen())
+    norm = net.blocks[0][1]
+    assert list(norm.parameters()) == [] and torch.equal(norm.get_buffer("running_mean"), torch.full((2, 8), 5.0))
+    net.reinit_after(0, _gen(1))
+    assert torch.equal(norm.get_buffer("running_mean"), torch.zeros(2, 8))
+    assert torch.equal(norm.get_buffer("running_var"), torch.ones(2, 8))

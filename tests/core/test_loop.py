@@ -11,6 +11,7 @@ orders, which leaves differences of order 1e-15 per step, far below the 1e-9 ass
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -84,7 +85,8 @@ def _reference_fit(
     net: BlockNet, i: int, x: torch.Tensor, y: torch.Tensor, settings: TrainSettings, perms: list[torch.Tensor],
     val: tuple[torch.Tensor, torch.Tensor] | None, start_block: int = 0, frozen_blocks: int = 0,
 ) -> dict:
-    """Train instance i alone: nn.Sequential + torch.optim, own early stopping. x, y: instance i's data."""
+    """Train instance i alone: nn.Sequential + torch.optim, own early stopping (validating after epochs
+    val_every, 2 val_every, ... and the last). x, y: instance i's data."""
     model = nn.Sequential(*(_plain(m, i) for m in [*net.blocks[start_block:], net.head]))
     for block in list(model)[: max(frozen_blocks - start_block, 0)]:
         block.requires_grad_(False)
@@ -111,7 +113,7 @@ def _reference_fit(
             opt.step()
             total += loss.item() * len(idx)
         train_loss = total / len(perm)
-        if val is not None:
+        if val is not None and (epoch % settings.val_every == 0 or epoch == settings.max_epochs):
             v = val_loss()
             if v < best_val:
                 best_val, best_epoch, best_state = v, epoch, copy.deepcopy(model.state_dict())
@@ -130,6 +132,7 @@ def _assert_matches_reference(net: BlockNet, result: TrainResult, refs: list[dic
     for i, ref in enumerate(refs):
         assert int(result.stop_epoch[i]) == ref["stop_epoch"], i
         assert int(result.best_epoch[i]) == ref["best_epoch"], i
+        assert bool(result.improved[i]) == (ref["best_epoch"] > 0 or math.isinf(ref["best_val_loss"])), i
         torch.testing.assert_close(float(result.best_val_loss[i]), ref["best_val_loss"], rtol=0, atol=atol)
         torch.testing.assert_close(float(result.train_loss[i]), ref["train_loss"], rtol=0, atol=atol)
         for got, want in zip(_instance_params(net, i, start_block), ref["params"], strict=True):
@@ -239,6 +242,36 @@ def test_float32_matches_independent_loops_to_float32_tolerance() -> None:
     assert net.head.weight.dtype == torch.float32
 
 
+@pytest.mark.parametrize(("val_every", "patience", "max_epochs"), [(3, 3, 25), (2, 5, 25), (4, 4, 7)])
+def test_validating_every_few_epochs_matches_independent_loops(val_every: int, patience: int,
+                                                                max_epochs: int) -> None:
+    """Validation after epochs val_every, 2 val_every, ... and the last: the best epoch and the stopping
+    epoch are validated epochs, the permutations are the documented ones (val_every draws nothing)."""
+    I, n = 4, 60
+    x, y, xv, yv = _noise_task(0, n, 6, 3)
+    net = mlp((6,), [16, 16], 3, instances=I, generator=_gen(1), dtype=F64)
+    settings = TrainSettings(optimizer="adam", lr=1e-2, weight_decay=1e-3, batch_size=16, max_epochs=max_epochs,
+                             patience=patience, val_every=val_every)
+    refs_init = copy.deepcopy(net)
+    result = fit(net, x, y, settings=settings, generator=_gen(2), val=(xv, yv))
+    perms = _replay_perms(2, settings.max_epochs, I, n)
+    refs = [_reference_fit(refs_init, i, x, y, settings, [p[i] for p in perms], (xv, yv)) for i in range(I)]
+    _assert_matches_reference(net, result, refs)
+    validated = {e for e in range(1, max_epochs + 1) if e % val_every == 0 or e == max_epochs}
+    assert set(result.best_epoch.tolist()) <= validated | {0}
+    assert set(result.stop_epoch.tolist()) <= validated
+    assert result.steps == int(result.stop_epoch.max()) * 4
+
+
+def test_patience_shorter_than_the_validation_interval_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"^patience must be an integer >= 3 or None \(.*val_every"):
+        TrainSettings(patience=2, val_every=3)
+    assert TrainSettings(patience=None, val_every=3).val_every == 3
+    for bad in (0, 1.5, True):
+        with pytest.raises(ConfigError, match="val_every"):
+            TrainSettings(val_every=bad)
+
+
 def test_same_generator_seed_is_bitwise_reproducible() -> None:
     x, y, xv, yv = _noise_task(15, 30, 4, 2, dtype=torch.float32)
     nets = [mlp((4,), [8], 2, instances=3, generator=_gen(16)) for _ in range(2)]
@@ -266,6 +299,24 @@ def test_converged_means_stopped_by_patience() -> None:
                  generator=_gen(23), val=(xv, yv))
     assert torch.equal(result.converged, result.stop_epoch - result.best_epoch == 2)
     assert bool(result.converged.all())
+
+
+def test_improved_flags_instances_that_never_beat_their_initial_weights() -> None:
+    """Labels unrelated to the inputs: validation never beats the initial weights in some instances, which
+    stop by patience (converged) with best_epoch 0 and improved False; the others improved."""
+    g = _gen(0)
+    x, y = torch.randn(40, 5, generator=g, dtype=F64), torch.randint(0, 3, (40,), generator=g)
+    xv, yv = torch.randn(40, 5, generator=g, dtype=F64), torch.randint(0, 3, (40,), generator=g)
+    net = mlp((5,), [16], 3, instances=6, generator=_gen(1), dtype=F64)
+    result = fit(net, x, y, settings=TrainSettings(lr=1e-2, batch_size=8, max_epochs=50, patience=3),
+                 generator=_gen(2), val=(xv, yv))
+    assert result.improved.dtype == torch.bool and result.improved.shape == (6,)
+    assert torch.equal(result.improved, result.best_epoch > 0)
+    assert not bool(result.improved.all()) and bool(result.improved.any())
+    assert bool(result.converged[~result.improved].all())  # stopped by patience, yet learned nothing
+    without_val = fit(mlp((5,), [16], 3, instances=6, generator=_gen(1), dtype=F64), x, y,
+                      settings=TrainSettings(lr=1e-2, batch_size=8, max_epochs=2), generator=_gen(2))
+    assert bool(without_val.improved.all())
 
 
 def test_still_improving_at_max_epochs_is_not_converged() -> None:

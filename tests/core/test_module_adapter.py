@@ -256,3 +256,52 @@ def test_reinit_names_parameters_without_a_reset_function() -> None:
     net = from_module(module, blocks=["0"], head="1", input_shape=(3,), instances=2, generator=_gen())
     with pytest.raises(ConfigError, match=r"cannot redraw parameters \['gain'\] of _Unresettable"):
         net.reinit_after(0, _gen(1))
+
+
+def _draw_each_parameter(module: nn.Module, generator: torch.Generator) -> None:
+    """An initialiser: every parameter a constant drawn from ``generator`` (distinguishable from any reset)."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.fill_(10.0 + float(torch.rand((), generator=generator)))
+
+
+def test_an_initialiser_replaces_the_submodules_own_resets() -> None:
+    module = nn.Sequential(_Unresettable(), nn.Linear(3, 2))  # '0' has no reset of its own: init covers it
+    kwargs = dict(blocks=["0"], head="1", input_shape=(3,), instances=2, init=_draw_each_parameter)
+    state = torch.get_rng_state()
+    a, b = (from_module(module, generator=_gen(), **kwargs) for _ in range(2))
+    a.reinit_after(0, _gen(1))
+    b.reinit_after(0, _gen(1))
+    assert torch.equal(torch.get_rng_state(), state)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb), name  # the same generator, the same weights
+        assert bool((pa >= 10).all()), name  # drawn by the initialiser, not by nn.Linear's reset
+        assert float(pa.detach()[0].flatten()[0]) != float(pa.detach()[1].flatten()[0]), name  # one draw per instance
+    # reinit=True at construction draws the same way as reinit_after(0) from the generator's state then
+    c = from_module(module, generator=_gen(), reinit=True, **kwargs)
+    assert all(bool((p >= 10).all()) for p in c.parameters())
+    with pytest.raises(ConfigError, match="init must be a callable"):
+        from_module(module, blocks=["0"], head="1", input_shape=(3,), instances=2, generator=_gen(), init=3)
+
+
+class _Double(nn.Module):
+    """Writes into its input in place (like ``x.mul_(2)`` or an ``inplace=True`` activation)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul_(2)
+
+
+def test_a_submodule_that_writes_into_its_input_is_named() -> None:
+    common = dict(input_shape=(4,), instances=2, generator=_gen())
+    # the blame goes to the writer, not to the earlier submodule whose recorded output it changed
+    for blocks in (["0", ("1", "2")], [("0", "1", "2")]):
+        module = nn.Sequential(nn.Linear(4, 8), _Double(), nn.Linear(8, 8), nn.Linear(8, 3))
+        with pytest.raises(ConfigError, match=r"^'1' writes into its input tensor in place"):
+            from_module(module, blocks=blocks, head="3", **common)
+    with pytest.raises(ConfigError, match=r"^'0' writes into its input tensor in place"):
+        from_module(nn.Sequential(_Double(), nn.Linear(4, 3)), blocks=["0"], head="1", **common)
+    # an in-place step on a tensor the named submodule computes itself is fine
+    inner = nn.Sequential(nn.Sequential(nn.Linear(4, 8), nn.ReLU(inplace=True)), nn.Linear(8, 3))
+    net = from_module(inner, blocks=["0"], head="1", **common)
+    x = torch.randn(5, 4, generator=_gen(1))
+    torch.testing.assert_close(net(x)[0], inner(x), **TOL)

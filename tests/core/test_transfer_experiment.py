@@ -100,7 +100,7 @@ def test_trained_source_is_trained_once_cached_and_never_mutated(tmp_path: Path,
     monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path))
     import transferlab.experiments.transfer as tx
 
-    fields = {"source": "trained:digits", "architecture": "mlp", "source_size": 400, "source_epochs": 2,
+    fields = {"source": "trained:digits", "architecture": "mlp", "source_size": 400, "source_epochs": 6,
               "target": "digits", "n": 20, "protocol": "freeze", "k": 1, "instances": 2}
     cfg = TransferConfig(**fields)
     net, facts = build_source(cfg, (1, 8, 8), 2)
@@ -122,7 +122,7 @@ def test_trained_source_is_trained_once_cached_and_never_mutated(tmp_path: Path,
     third, _ = build_source(cfg, (1, 8, 8), 2)
     assert all(torch.equal(a, b) for a, b in zip(first, third.parameters(), strict=True))
     # a changed source field is another source
-    build_source(TransferConfig(**{**fields, "source_epochs": 3}), (1, 8, 8), 1)
+    build_source(TransferConfig(**{**fields, "source_epochs": 7}), (1, 8, 8), 1)
     assert len(list((tmp_path / "sources").glob("*.pt"))) == 2
 
 

@@ -226,6 +226,54 @@ def test_seeded_init_is_deterministic_and_leaves_the_global_rng_alone(name):
         assert torch.equal(d.module.head.weight, a.module.head.weight)
 
 
+
+@pytest.mark.parametrize("name", P.MODEL_NAMES)
+def test_redrawn_blocks_use_the_random_init_and_keep_features_of_order_one(name):
+    """The scratch baseline on a pretrained source: ``reinit_after(0)`` of a net adapted with
+    ``init=model.init`` draws He fan-in convolutions, so the pooled features are of order 1 like those of
+    ``weights=False`` (std 1.3); torch's own resets (no init) shrink them about 10 x per stage, to ~1e-9."""
+    from transferlab.nets.module import from_module
+
+    model = P.load_pretrained(name, weights=False, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+
+    def redrawn(init, seed: int):
+        net = from_module(model.module, blocks=model.block_groups, head=model.head_group, input_shape=(1, 28, 28),
+                          instances=2, generator=torch.Generator().manual_seed(0), mode="loop", init=init)
+        net.reinit_after(0, torch.Generator().manual_seed(seed))
+        return net
+
+    before = torch.get_rng_state()
+    a, b, c = redrawn(model.init, 5), redrawn(model.init, 5), redrawn(model.init, 6)
+    assert torch.equal(torch.get_rng_state(), before)
+    with torch.no_grad():
+        reference = float(model.module.features(x).std())
+        features = a.features(x, a.n_blocks)
+        for i in range(2):
+            assert 0.3 * reference < float(features[i].std()) < 3 * reference
+        assert torch.equal(features, b.features(x, b.n_blocks))  # the same generator, the same weights
+        assert not torch.equal(features[0], features[1])  # each instance its own draw
+        assert not torch.equal(features, c.features(x, c.n_blocks))
+        default = redrawn(None, 5)
+        assert float(default.features(x, default.n_blocks).std()) < 1e-4 * reference
+    # the stacked convolution weights (I, out, in/groups, kh, kw) with enough entries for a sample std
+    convolutions = [p.detach() for p in a.parameters() if p.ndim == 5 and p[0].numel() >= 1000]
+    assert convolutions
+    for p in convolutions:
+        for i in range(2):
+            he = (2.0 / p[i, 0].numel()) ** 0.5
+            assert 0.8 * he < float(p[i].std()) < 1.2 * he
+
+
+def test_random_init_refuses_layers_it_does_not_know():
+    module = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.LayerNorm(2))
+    before = [p.detach().clone() for p in module.parameters()]
+    with pytest.raises(ConfigError, match=r"other parameters \['1.weight', '1.bias'\]"):
+        P.random_init(module, torch.Generator().manual_seed(0))
+    assert all(torch.equal(p, q) for p, q in zip(module.parameters(), before, strict=True))  # nothing drawn
+    with pytest.raises(ConfigError, match="torch.Generator"):
+        P.random_init(torch.nn.Linear(2, 2), 0)  # type: ignore[arg-type]
+
 def test_input_adapter_is_fixed_resize_replicate_normalise():
     mean, std = (0.1, 0.2, 0.3), (0.5, 0.25, 2.0)
     adapter = P.InputAdapter(64, mean, std)

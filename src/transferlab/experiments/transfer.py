@@ -32,8 +32,8 @@ init), ``linear_probe`` (convex probe on the frozen features after block L, pena
 
 Rows: ``test_error`` (mean over instances) and ``test_error_instances``, ``test_loss``, ``k`` (blocks
 frozen; L for the probe, 0 for scratch / finetune / LP-FT / the last defrost stage), ``n_blocks`` (L),
-``converged`` (every instance stopped by early stopping, or the probe met its gradient tolerance) with
-``unconverged`` (how many did not) and ``stop_epoch_instances``; ``source_test_accuracy`` for trained
+``converged`` (every instance stopped by early stopping after improving on its initial weights, or the probe
+met its gradient tolerance) with ``unconverged`` (how many runs did not) and ``stop_epoch_instances``; ``source_test_accuracy`` for trained
 sources; ``stage_k`` and ``stage_error`` for defrosting. :meth:`TransferExperiment.analyze` gives the
 error against k for each n with standard errors over all instances and replicates, k*(n) (the best
 number of frozen blocks), the transferability (scratch error minus the best transfer error) and the
@@ -280,7 +280,7 @@ def build_source(cfg: TransferConfig, input_shape: tuple[int, ...], instances: i
             raise DataError(f"pretrained sources take grey 28 x 28 images (1, 28, 28); the target's are {input_shape}")
         # a loop over instances: on CPU it runs these depthwise-conv networks 2-3x faster than vmap
         net = from_module(model.module, blocks=model.block_groups, head=model.head_group, input_shape=input_shape,
-                          instances=instances, generator=probe_gen, mode="loop")
+                          instances=instances, generator=probe_gen, mode="loop", init=model.init)
         return net, {}
     if kind == "module":
         module, blocks, head = _user_module(rest)
@@ -395,19 +395,32 @@ def _target_data(cell: Cell, cfg: TransferConfig) -> TargetData:
                       n_classes=data.n_classes, **val)
 
 
+#: Validate about every this many optimizer steps (at least once per epoch): at small n an epoch is one
+#: step, and validating after each would cost more than the training.
+_VAL_INTERVAL_STEPS = 10
+
+
 def _settings(cfg: TransferConfig, n: int) -> Any:
     """Trainer settings for ``n`` target training images: the step budgets become whole epochs.
 
-    With s = ceil(n / batch_size) steps per epoch: at most ceil(max_steps / s) epochs and patience
-    ceil(patience_steps / s) epochs, so every n gets about the same optimizer budget and the same
-    early-stopping slack measured in steps (validation is checked once per epoch).
+    With s = ceil(n / batch_size) steps per epoch: at most ceil(max_steps / s) epochs, validation every
+    v = ceil(10 / s) epochs and patience max(ceil(patience_steps / s), v) epochs, so every n gets about the
+    same optimizer budget and the same early-stopping slack measured in steps.
     """
     from transferlab.train.loop import TrainSettings
 
     per_epoch = math.ceil(n / cfg.batch_size)
+    every = math.ceil(_VAL_INTERVAL_STEPS / per_epoch)
     return TrainSettings(optimizer=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size,
-                         max_epochs=math.ceil(cfg.max_steps / per_epoch),
-                         patience=math.ceil(cfg.patience_steps / per_epoch) if cfg.val_size else None)
+                         max_epochs=math.ceil(cfg.max_steps / per_epoch), val_every=every,
+                         patience=max(math.ceil(cfg.patience_steps / per_epoch), every) if cfg.val_size else None)
+
+
+def _improved(result: Any) -> Any:
+    """Per instance: whether training beat its initial weights on validation (always true for the probe)."""
+    import torch
+
+    return result.training.improved if result.training is not None else torch.ones_like(result.converged)
 
 
 def _run_cell(cell: Cell) -> dict[str, Any]:
@@ -427,7 +440,7 @@ def _run_cell(cell: Cell) -> dict[str, Any]:
         result = stages[-1]
         row["stage_k"] = [s.k for s in stages]
         row["stage_error"] = [float(s.test_error.mean()) for s in stages]
-        unconverged = sum(int((~s.converged).sum()) for s in stages)
+        runs = stages
     else:
         if cfg.protocol == "linear_probe":
             result = tp.linear_probe_transfer(source, data, l2=cfg.l2)
@@ -440,7 +453,9 @@ def _run_cell(cell: Cell) -> dict[str, Any]:
         else:
             result = tp.freeze_first_k(source, cfg.k or 0, data, reinit_unfrozen=cfg.reinit_unfrozen,
                                        settings=settings, generator=generator)
-        unconverged = int((~result.converged).sum())
+        runs = [result]
+    # a run counts as unconverged when its trainer says so, or when validation never beat the initial weights
+    unconverged = sum(int((~r.converged | ~_improved(r)).sum()) for r in runs)
     errors = result.test_error.double().numpy()
     row.update({
         "k": result.k,

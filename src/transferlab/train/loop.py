@@ -19,18 +19,22 @@ Reproducibility contract (the only use of ``generator``): at the start of every 
 are the consecutive slices ``perm_i[s : s + batch_size]``, s = 0, batch_size, ... (the last one may be
 shorter).
 
-Early stopping (with a validation split and ``patience``): after every epoch e, v_i(e) = mean
-validation loss of instance i; v_i(0) is measured on the initial weights. An epoch *improves* when
-v_i(e) < min_{e' < e} v_i(e') (strictly); the weights of the best epoch are kept per instance (a
-snapshot of every trainable parameter), and instance i stops at the first epoch e with
-e - best_epoch_i >= patience. Training ends when every instance stopped or after ``max_epochs``;
-then every instance's parameters are set to its kept weights. Stopped instances keep computing
-(their minibatches are in the same tensors) but nothing they compute after stopping is recorded, so
-their results equal an independent loop that stopped there.
+Validation (with a validation split): the *validated epochs* are e = ``val_every``, 2 ``val_every``,
+... and the last epoch ``max_epochs``; after each, v_i(e) = mean validation loss of instance i; v_i(0)
+is measured on the initial weights. A validated epoch *improves* when v_i(e) < v_i(e') for every
+earlier validated e' and e' = 0 (strictly); the weights of the best validated epoch are kept per
+instance (a snapshot of every trainable parameter). Early stopping (with ``patience``): instance i
+stops at the first validated epoch e with e - best_epoch_i >= patience (epochs, not validations; hence
+patience >= val_every). Training ends when every instance stopped or after ``max_epochs``; then every
+instance's parameters are set to its kept weights. Stopped instances keep computing (their minibatches
+are in the same tensors) but nothing they compute after stopping is recorded, so their results equal
+an independent loop that stopped there. ``val_every`` changes neither the permutation draws nor the
+training steps, only when the validation split is evaluated: with few samples an epoch is one step
+and validating a large network after each one costs several times the step.
 
 Divergence: every step's per-instance loss is recorded; at the end of each epoch an instance still
 active whose loss was non-finite or above 1e4 (1 + L_i(0)) at some step of the epoch (L_i(0): its
-first minibatch loss), or whose validation loss is non-finite, raises :class:`TrainingDiverged`
+first minibatch loss), or whose validation loss is non-finite (validated epochs), raises :class:`TrainingDiverged`
 (checked once per epoch, so a GPU is not synchronised every step).
 
 The optimizers are torch's fused ``SGD`` / ``Adam`` kernels on CPU and CUDA (the update rule of the
@@ -81,10 +85,13 @@ class TrainSettings:
         weight_decay: L2 coefficient wd >= 0 added as wd * theta to the gradient (torch's convention).
         batch_size: minibatch size b >= 1 (per instance).
         max_epochs: most passes over the training set (>= 1).
-        patience: epochs without validation improvement before an instance stops (>= 1); ``None``
-            disables early stopping (the best-validation weights are still the ones kept). Ignored
-            without a validation split.
+        patience: epochs without validation improvement before an instance stops (>= val_every: an
+            instance is only checked at validated epochs); ``None`` disables early stopping (the
+            best-validation weights are still the ones kept). Ignored without a validation split.
         loss: ``"cross_entropy"`` (int64 class labels) or ``"mse"`` (float targets).
+        val_every: epochs between validations (>= 1): the validation split is evaluated after epochs
+            val_every, 2 val_every, ... and after ``max_epochs``; only these epochs can be the best
+            epoch or a stopping epoch. Ignored without a validation split.
     """
 
     optimizer: Literal["sgd", "adam"] = "adam"
@@ -95,6 +102,7 @@ class TrainSettings:
     max_epochs: int = 50
     patience: int | None = 5
     loss: LossKind = "cross_entropy"
+    val_every: int = 1
 
     def __post_init__(self) -> None:
         check_choice(self.optimizer, "optimizer", ("sgd", "adam"))
@@ -106,7 +114,9 @@ class TrainSettings:
         check_real(self.weight_decay, "weight_decay", low=0.0)
         check_int(self.batch_size, "batch_size", low=1)
         check_int(self.max_epochs, "max_epochs", low=1)
-        check_int(self.patience, "patience", low=1, optional=True)
+        check_int(self.val_every, "val_every", low=1)
+        check_int(self.patience, "patience", low=self.val_every, optional=True,
+                  note="an instance stops only at a validated epoch, every val_every epochs")
 
 
 @dataclass(frozen=True)
@@ -115,9 +125,14 @@ class TrainResult:
 
     Attributes:
         converged: bool. With validation and ``patience``: stopped by patience (the validation loss
-            stopped improving); an instance still improving at ``max_epochs`` is not converged.
-            Otherwise: the mean training loss changed by at most 1 % + 1e-4 over the last epoch
-            (``_CONVERGED_RTOL``, ``_CONVERGED_ATOL``); always False after a single epoch.
+            stopped improving, possibly without ever beating the initial weights: see ``improved``);
+            an instance still improving at ``max_epochs`` is not converged. Otherwise: the mean
+            training loss changed by at most 1 % + 1e-4 over the last epoch (``_CONVERGED_RTOL``,
+            ``_CONVERGED_ATOL``); always False after a single epoch.
+        improved: bool. With validation: ``best_epoch > 0``, some epoch's weights beat the initial
+            weights on the validation split (False: the kept weights are the initial ones, the
+            instance learned nothing the validation split rewards; flag it). Without validation:
+            True (nothing to compare with).
         stop_epoch: int64, the last epoch the instance trained (1..max_epochs).
         best_epoch: int64, the epoch of the kept weights: the best validation epoch (0 = the initial
             weights were never beaten), or ``stop_epoch`` without validation (the final weights).
@@ -128,6 +143,7 @@ class TrainResult:
     """
 
     converged: torch.Tensor
+    improved: torch.Tensor
     stop_epoch: torch.Tensor
     best_epoch: torch.Tensor
     best_val_loss: torch.Tensor
@@ -336,7 +352,7 @@ def fit(
             instance (s_0 = ``net.input_shape``); cast to the network's dtype and device.
         y: int64 labels in 0..C-1, (n,) or (I, n), for cross-entropy; float targets (n, C) or (I, n, C)
             for MSE, where C = out_features ((n,) and (I, n) also accepted when C = 1).
-        settings: optimizer, batch size, epochs, patience, loss.
+        settings: optimizer, batch size, epochs, patience, loss, validation interval.
         generator: the source of every minibatch permutation (see the reproducibility contract).
         val: optional validation split (x_val, y_val), shaped like (x, y) (its own n).
         start_block: k; the model trained is h -> net.forward_from(h, k).
@@ -411,7 +427,8 @@ def fit(
                 total += step_loss * idx.shape[1]
                 worst = torch.maximum(worst, torch.nan_to_num(step_loss, nan=math.inf))
             bad = active & ~(worst <= _DIVERGENCE_FACTOR * (1 + initial))  # NaN initial counts as bad
-            if val_data is not None:
+            validated = val_data is not None and (epoch % settings.val_every == 0 or epoch == settings.max_epochs)
+            if validated:
                 val_loss = _sums(net, val_data, loss, k, _EVAL_BATCH)[0] / val_data.n
                 bad |= active & ~torch.isfinite(val_loss)
             if bool(bad.any()):
@@ -419,12 +436,12 @@ def fit(
             previous_loss = train_loss
             train_loss = torch.where(active, total / n, train_loss)
             stop_epoch = torch.where(active, epoch, stop_epoch)
-            if val_data is not None:
-                improved = active & (val_loss < best_val)
-                best_val = torch.where(improved, val_loss, best_val)
-                best_epoch = torch.where(improved, epoch, best_epoch)
+            if validated:
+                better = active & (val_loss < best_val)
+                best_val = torch.where(better, val_loss, best_val)
+                best_epoch = torch.where(better, epoch, best_epoch)
                 for kept, p in zip(snapshot, params, strict=True):
-                    kept[improved] = p.detach()[improved]
+                    kept[better] = p.detach()[better]
                 if settings.patience is not None:
                     stopping = active & (epoch - best_epoch >= settings.patience)
                     early |= stopping
@@ -435,11 +452,13 @@ def fit(
         with torch.no_grad():
             for kept, p in zip(snapshot, params, strict=True):
                 p.copy_(kept)
+        improved = best_epoch > 0
     else:
         best_epoch = stop_epoch.clone()
+        improved = torch.ones(I, dtype=torch.bool, device=device)
     if val_data is not None and settings.patience is not None:
         converged = early
     else:
         converged = (train_loss - previous_loss).abs() <= _CONVERGED_RTOL * previous_loss + _CONVERGED_ATOL
-    return TrainResult(converged=converged, stop_epoch=stop_epoch, best_epoch=best_epoch,
+    return TrainResult(converged=converged, improved=improved, stop_epoch=stop_epoch, best_epoch=best_epoch,
                        best_val_loss=best_val, train_loss=train_loss, steps=steps)
