@@ -216,6 +216,6 @@ def test_shipped_transfer_specs_validate(mode: str, tmp_path: Path) -> None:
         counts.append(len(cells))
         if run.suffix:
             assert all(c.cell.config.k is None and c.cell.config.protocol != "freeze" for c in cells)
-    sizes = {"quick": [16, 8, 6, 2], "full": [32, 16, 28, 8]}  # as the spec headers and the README say
+    sizes = {"quick": [16, 8, 4, 2], "full": [32, 16, 28, 8]}  # as the spec headers and the README say
     assert counts == sizes[mode]
     assert main(["run", "--help"]) == 0
