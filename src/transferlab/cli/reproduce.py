@@ -14,6 +14,10 @@ same file with its protocol axis replaced (a :class:`SpecRun` variant), the base
 and the linear probe. It writes the spec copies, the store, every figure as PNG and SVG
 under ``<out>/figures`` and the self-contained ``<out>/report.html``. A rerun into the same ``--out``
 skips the cells already stored.
+
+``transferlab reproduce defrost --quick`` runs the ``defrost`` kind (``defrost_quick.toml``: freeze-k with kept
+and redrawn blocks, the baselines and the layerwise analysis on small hidden-manifold tasks) into
+``<out>/defrost.db``; it has no full mode yet.
 """
 
 from __future__ import annotations
@@ -81,12 +85,20 @@ SPECS: dict[str, dict[str, tuple[SpecRun, ...]]] = {
                  SpecRun("transfer_mobilenet_full.toml"),
                  SpecRun("transfer_mobilenet_full.toml", _BASELINES, "-baselines")),
     },
+    "defrost": {
+        "quick": (SpecRun("defrost_quick.toml"),
+                  SpecRun("defrost_quick.toml", {"reinit_unfrozen": [True], "k": [1, 2]}, "-reinit"),
+                  SpecRun("defrost_quick.toml", {"protocol": ["scratch", "linear_probe", "defrost"], "k": None,
+                                                 "reinit_unfrozen": None}, "-baselines"),
+                  SpecRun("defrost_quick.toml", {"protocol": ["layerwise"], "k": None, "n_t": None,
+                                                 "reinit_unfrozen": None}, "-layerwise")),
+    },
 }
 
 
 @app.command("reproduce")
 def reproduce_command(
-    paper: str = typer.Argument(..., help="Which paper: fate, transfer."),
+    paper: str = typer.Argument(..., help="Which paper: fate, transfer, defrost."),
     quick: bool = typer.Option(False, "--quick", help="Small simulations (a few minutes on 2 cores)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: reproduce-<paper>)."),
     executor: str = typer.Option("process", help="serial | process | ray."),
@@ -104,7 +116,10 @@ def reproduce_command(
     store = out / f"{paper}.db"
     started = time.monotonic()
     failed = 0
-    for run in SPECS[paper]["quick" if quick else "full"]:
+    mode = "quick" if quick else "full"
+    if mode not in SPECS[paper]:
+        raise ConfigError(f"{paper} has no {mode} reproduction yet; run it with --quick")
+    for run in SPECS[paper][mode]:
         path = out / run.out_name
         path.write_text(run.text(), encoding="utf-8")
         spec = load_spec(path)

@@ -19,6 +19,7 @@ _BUILTIN: dict[str, str] = {
     "toy": "transferlab.experiments.toy:ToyExperiment",
     "fate": "transferlab.experiments.fate:FateExperiment",
     "transfer": "transferlab.experiments.transfer:TransferExperiment",
+    "defrost": "transferlab.experiments.defrost:DefrostExperiment",
 }
 _REGISTERED: dict[str, type[Experiment]] = {}
 

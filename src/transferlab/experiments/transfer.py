@@ -44,11 +44,8 @@ validation weights found).
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
-import json
 import math
-import os
 import time
 from collections.abc import Hashable, Sequence
 from pathlib import Path
@@ -58,6 +55,8 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from transferlab.errors import ConfigError, DataError
+from transferlab.experiments._source_cache import digest as _digest
+from transferlab.experiments._source_cache import load_or_train, source_cache_dir
 from transferlab.experiments.base import Cell, Experiment, ExperimentConfig, Results, ResultTable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -163,12 +162,6 @@ class TransferExperiment(Experiment):
 # --------------------------------------------------------------------------------------------------
 
 
-def source_cache_dir() -> Path:
-    """Where trained sources are cached: ``$TRANSFERLAB_CACHE/sources`` or ``~/.cache/transferlab/sources``."""
-    root = os.environ.get("TRANSFERLAB_CACHE") or Path.home() / ".cache" / "transferlab"
-    return Path(root) / "sources"
-
-
 #: Source training: Adam, batch 128, early stopping (this patience, in epochs) on min(1000, source_size / 5)
 #: further source images.
 _SOURCE_BATCH, _SOURCE_VAL, _SOURCE_PATIENCE = 128, 1000, 2
@@ -194,10 +187,6 @@ def _source_fields(cfg: TransferConfig) -> dict[str, Any]:
     data = {f: getattr(cfg, f) for f in ("source", "architecture", "source_labels", "source_size")}
     return {"kind_version": TransferExperiment.version, **data, "settings": dataclasses.asdict(_source_settings(cfg)),
             "validation_images": _source_val_size(cfg)}
-
-
-def _digest(fields: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 def _dataset(name: str, labels: str) -> Any:
@@ -302,26 +291,8 @@ _LOADED: dict[str, tuple[dict[str, torch.Tensor], dict[str, Any]]] = {}
 
 def _trained_source(cfg: TransferConfig) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The trained source's one-instance ``state_dict`` and facts: from memory, the disk cache, or trained now."""
-    import torch
-
-    digest = _digest(_source_fields(cfg))
-    if digest in _LOADED:
-        return _LOADED[digest]
-    path = source_cache_dir() / f"{digest}.pt"
-    meta_path = path.with_suffix(".json")
-    if path.exists() and meta_path.exists():
-        loaded = torch.load(path, weights_only=True, map_location="cpu"), json.loads(meta_path.read_text())
-    else:
-        loaded = _train_source(cfg, digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for target, write in ((path, lambda p: torch.save(loaded[0], p)),
-                              (meta_path, lambda p: p.write_text(json.dumps(loaded[1], indent=1)))):
-            tmp = target.with_suffix(target.suffix + f".{os.getpid()}.tmp")
-            write(tmp)
-            os.replace(tmp, target)  # atomic: a concurrent run sees no file or the whole file
-    _LOADED.clear()  # keep one source in memory
-    _LOADED[digest] = loaded
-    return loaded
+    key = _digest(_source_fields(cfg))
+    return load_or_train(key, lambda: _train_source(cfg, key), memory=_LOADED, keep=1)
 
 
 def _train_source(cfg: TransferConfig, digest: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
