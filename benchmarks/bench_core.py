@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from transferlab.nets import mlp
+from transferlab.tasks import class_balanced_subset, load_dataset
 from transferlab.train import TrainSettings, fit
 from _ceiling import matmul_ceiling  # benchmarks/_ceiling.py (the script's folder is on sys.path)
 
@@ -38,11 +39,15 @@ IN_FEATURES, CLASSES = 784, 10
 
 
 def make_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """x (n, 784) uniform on [0, 1), y = argmax of a random linear teacher on centred x."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, IN_FEATURES, generator=g)
-    teacher = torch.randn(IN_FEATURES, CLASSES, generator=g)
-    return x, ((x - 0.5) @ teacher).argmax(1)
+    """n class-balanced MNIST training images, flattened: x (n, 784) in [0, 1], y (n,) int64.
+
+    Real data that the networks learn (the loss falls well below ln 10 in two epochs): on a task they
+    cannot learn, float32 rounding differences between batched and per-instance products are amplified
+    by Adam's normalisation along a flat, chaotic trajectory, and the agreement check would measure that.
+    """
+    data = load_dataset("mnist")
+    x, y = class_balanced_subset(data.x_train, data.y_train, n, np.random.default_rng(seed))
+    return torch.tensor(x).flatten(1), torch.tensor(y)
 
 
 def plain_instance(net: nn.Module, i: int) -> nn.Sequential:
@@ -142,8 +147,10 @@ def main() -> None:
         # float32: batched bmm and per-instance mm round differently (~1e-7 relative per product). Adam
         # divides each gradient by its running RMS, so an element whose gradient is at rounding level
         # can step by up to ~lr differently each step: single weights may drift by O(lr x steps),
-        # while the losses (averages over all weights' effects) stay within ~1e-4.
-        assert loss_diff < 1e-3, f"{name}: batched and sequential training disagree"
+        # while the losses (averages over all weights' effects) stay within ~1e-3 (measured 1.1e-3).
+        # exact per-instance equality is tested in float64 (tests/core/test_loop.py, 1e-9); here a wrong
+        # instance mapping or gradient would move the losses by O(0.1), float32 drift by ~1e-3
+        assert loss_diff < 1e-2, f"{name}: batched and sequential training disagree"
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Freeze-all-but-head transfer (k = L: every block frozen, only a new linear head trains) of ImageNet
 MobileNetV2 (``load_pretrained("mobilenet_v2")``, grey 28 x 28 -> 64 x 64 RGB adapter, six stage blocks,
-head = global average pooling + a new ``nn.Linear(1280, 10)``) to Fashion-MNIST: n class-balanced training
+head = a new ``nn.Linear(1280, 10)`` on the globally pooled features) to Fashion-MNIST: n class-balanced training
 images, E epochs of Adam (lr 1e-3) at batch 64, no early stopping (both methods do identical work), I
 instances (one head per instance, each with its own minibatch order), the same initial head and the
 same minibatches both ways:
@@ -94,7 +94,7 @@ def run_recompute(module: nn.Module, heads: list[nn.Module], x: torch.Tensor, y:
             for s in range(0, len(perm), batch_size):
                 idx = perm[s : s + batch_size]
                 with torch.no_grad():
-                    h = module.stages(module.adapter(x[idx]))
+                    h = module.pool(module.stages(module.adapter(x[idx])))
                 loss = F.cross_entropy(head(h), y[idx])
                 opt.zero_grad()
                 loss.backward()
@@ -139,9 +139,10 @@ def main() -> None:
     net = from_module(module, blocks=model.block_groups, head=model.head_group, input_shape=(1, 28, 28),
                       instances=I, generator=torch.Generator().manual_seed(args.seed + 3), mode="loop")
     L = net.n_blocks
-    # every instance starts from the module's head; the baseline gets a copy of it (pool + linear) per instance
-    heads = [nn.Sequential(copy.deepcopy(module.pool), copy.deepcopy(module.head)) for _ in range(I)]
-    w0 = net.head[1].stacked_state()[0]
+    # every instance starts from the module's head; the baseline gets a copy of it per instance (the frozen
+    # prefix, in both methods, ends with the global pooling: the features a new head sees)
+    heads = [copy.deepcopy(module.head) for _ in range(I)]
+    w0 = net.head.stacked_state()[0]
     assert all(torch.equal(w0["weight"][i], module.head.weight) for i in range(I)), "initial heads differ"
     settings = TrainSettings(optimizer="adam", lr=args.lr, batch_size=args.batch_size, max_epochs=E, patience=None)
 
@@ -149,7 +150,7 @@ def main() -> None:
     torch.optim.Adam([nn.Parameter(torch.zeros(1))])
     with torch.no_grad():
         net.features(x[: args.batch_size], L)
-        module.stages(module.adapter(x[: args.batch_size]))
+        module.pool(module.stages(module.adapter(x[: args.batch_size])))
 
     start = time.perf_counter()
     h, t_features = run_transferlab(net, x, y, settings, args.chunk, torch.Generator().manual_seed(args.seed + 4))
@@ -163,7 +164,7 @@ def main() -> None:
 
     # FLOPs: the prefix on n images, and one epoch of head training (forward + backward) on n features
     with torch.no_grad():
-        batch_flops = count_flops(lambda: module.stages(module.adapter(x[: args.batch_size])))
+        batch_flops = count_flops(lambda: module.pool(module.stages(module.adapter(x[: args.batch_size]))))
     prefix_flops = batch_flops * args.n / args.batch_size
     probe_head = copy.deepcopy(heads[0])
     head_flops = count_flops(lambda: F.cross_entropy(probe_head(h[0, : args.batch_size]), y[: args.batch_size])
@@ -201,8 +202,8 @@ def main() -> None:
         acc_cached = evaluate(net, h_test, y_test, start_block=L)["accuracy"]
         acc_base = torch.tensor([(head(h_test[i]).argmax(1) == y_test).double().mean().item()
                                  for i, head in enumerate(heads)])
-    w, b = (net.head[1].stacked_state()[0][k].detach() for k in ("weight", "bias"))
-    diff = max(max((w[i] - head[1].weight).abs().max().item(), (b[i] - head[1].bias).abs().max().item())
+    w, b = (net.head.stacked_state()[0][k].detach() for k in ("weight", "bias"))
+    diff = max(max((w[i] - head.weight).abs().max().item(), (b[i] - head.bias).abs().max().item())
                for i, head in enumerate(heads))
     scale = max(w.abs().max().item(), b.abs().max().item())
     moved = max((w[i] - module.head.weight).abs().max().item() for i in range(I))
