@@ -317,8 +317,7 @@ def _target_data(cell: Cell, cfg: DefrostConfig, pair: HiddenManifoldPair) -> Ta
 
 
 def _run_cell(cell: Cell) -> dict[str, Any]:
-    from transferlab.experiments.transfer import _PROBE_TOL, _improved, _settings
-    from transferlab.protocols import transfer as tp
+    from transferlab.experiments.transfer import _settings, protocol_row
 
     cfg: DefrostConfig = cell.config  # type: ignore[assignment]
     pair = _pair(cell, cfg)
@@ -328,37 +327,8 @@ def _run_cell(cell: Cell) -> dict[str, Any]:
     data = _target_data(cell, cfg, pair)
     source = _load(cfg, state, cfg.instances)
     settings = _settings(cfg, cfg.n_t)  # the transfer kind's step budgets -> epochs (same field names)
-    generator = cell.torch_generator()
-    row: dict[str, Any] = {"n_blocks": cfg.depth, "source_test_error": facts["test_error"]}
-    if cfg.protocol == "defrost":
-        stages = tp.incremental_defrost(source, data, settings=settings, generator=generator)
-        result = stages[-1]
-        row["stage_k"] = [s.k for s in stages]
-        row["stage_error"] = [float(s.test_error.mean()) for s in stages]
-        runs = stages
-    else:
-        if cfg.protocol == "linear_probe":
-            result = tp.linear_probe_transfer(source, data, l2=cfg.l2, tol=_PROBE_TOL)
-        elif cfg.protocol == "scratch":
-            result = tp.scratch(source, data, settings=settings, generator=generator)
-        elif cfg.protocol == "finetune":
-            result = tp.finetune(source, data, settings=settings, generator=generator)
-        else:
-            result = tp.freeze_first_k(source, cfg.k or 0, data, reinit_unfrozen=cfg.reinit_unfrozen,
-                                       settings=settings, generator=generator)
-        runs = [result]
-    unconverged = sum(int((~r.converged | ~_improved(r)).sum()) for r in runs)
-    errors = result.test_error.double().numpy()
-    row.update({
-        "k": result.k,
-        "test_error": float(errors.mean()),
-        "test_error_instances": [float(e) for e in errors],
-        "test_loss": float(result.test_loss.mean()),
-        "converged": unconverged == 0,
-        "unconverged": unconverged,
-        "stop_epoch_instances": [] if result.stop_epoch is None else [int(e) for e in result.stop_epoch],
-    })
-    return row
+    return {"n_blocks": cfg.depth, "source_test_error": facts["test_error"],
+            **protocol_row(cfg, source, data, settings, cell.torch_generator())}
 
 
 def layerwise_measures(net_a: BlockNet, net_b: BlockNet, x: torch.Tensor, *, knn_k: int = 10,

@@ -400,8 +400,6 @@ def _improved(result: Any) -> Any:
 
 
 def _run_cell(cell: Cell) -> dict[str, Any]:
-    from transferlab.protocols import transfer as tp
-
     cfg: TransferConfig = cell.config  # type: ignore[assignment]
     data = _target_data(cell, cfg)
     source, facts = build_source(cfg, tuple(data.x_test.shape[1:]), cfg.instances)
@@ -409,28 +407,35 @@ def _run_cell(cell: Cell) -> dict[str, Any]:
     if cfg.k is not None and cfg.k > L:
         raise ConfigError(f"k = {cfg.k} is out of range: the source {cfg.source} has {L} blocks (k in 0..{L})")
     settings = _settings(cfg, cfg.n)
-    generator = cell.torch_generator()
-    row: dict[str, Any] = {"n_blocks": L, **facts}
+    return {"n_blocks": L, **facts, **protocol_row(cfg, source, data, settings, cell.torch_generator())}
+
+
+def protocol_row(cfg: Any, source: BlockNet, data: TargetData, settings: Any, generator: torch.Generator
+                 ) -> dict[str, Any]:
+    """Run ``cfg.protocol`` (fields ``protocol``, ``k``, ``reinit_unfrozen``, ``l2``) from ``source`` on ``data``
+    and return the result fields of a row (shared by the ``transfer`` and ``defrost`` kinds): ``k``,
+    ``test_error`` (mean over instances), ``test_error_instances``, ``test_loss``, ``converged``,
+    ``unconverged``, ``stop_epoch_instances``, and ``stage_k`` / ``stage_error`` for defrosting. A run counts
+    as unconverged when its trainer says so, or when validation never beat its initial weights."""
+    from transferlab.protocols import transfer as tp
+
+    row: dict[str, Any] = {}
     if cfg.protocol == "defrost":
-        stages = tp.incremental_defrost(source, data, settings=settings, generator=generator)
-        result = stages[-1]
-        row["stage_k"] = [s.k for s in stages]
-        row["stage_error"] = [float(s.test_error.mean()) for s in stages]
-        runs = stages
+        runs = tp.incremental_defrost(source, data, settings=settings, generator=generator)
+        row["stage_k"] = [s.k for s in runs]
+        row["stage_error"] = [float(s.test_error.mean()) for s in runs]
+    elif cfg.protocol == "linear_probe":
+        runs = [tp.linear_probe_transfer(source, data, l2=cfg.l2, tol=_PROBE_TOL)]
+    elif cfg.protocol == "lp_ft":
+        runs = [tp.lp_ft(source, data, l2=cfg.l2, settings=settings, generator=generator, tol=_PROBE_TOL)]
+    elif cfg.protocol == "scratch":
+        runs = [tp.scratch(source, data, settings=settings, generator=generator)]
+    elif cfg.protocol == "finetune":
+        runs = [tp.finetune(source, data, settings=settings, generator=generator)]
     else:
-        if cfg.protocol == "linear_probe":
-            result = tp.linear_probe_transfer(source, data, l2=cfg.l2, tol=_PROBE_TOL)
-        elif cfg.protocol == "lp_ft":
-            result = tp.lp_ft(source, data, l2=cfg.l2, settings=settings, generator=generator, tol=_PROBE_TOL)
-        elif cfg.protocol == "scratch":
-            result = tp.scratch(source, data, settings=settings, generator=generator)
-        elif cfg.protocol == "finetune":
-            result = tp.finetune(source, data, settings=settings, generator=generator)
-        else:
-            result = tp.freeze_first_k(source, cfg.k or 0, data, reinit_unfrozen=cfg.reinit_unfrozen,
-                                       settings=settings, generator=generator)
-        runs = [result]
-    # a run counts as unconverged when its trainer says so, or when validation never beat the initial weights
+        runs = [tp.freeze_first_k(source, cfg.k or 0, data, reinit_unfrozen=cfg.reinit_unfrozen, settings=settings,
+                                  generator=generator)]
+    result = runs[-1]
     unconverged = sum(int((~r.converged | ~_improved(r)).sum()) for r in runs)
     errors = result.test_error.double().numpy()
     row.update({
