@@ -57,7 +57,8 @@ from pydantic import Field, model_validator
 
 from transferlab.errors import ConfigError
 from transferlab.experiments._source_cache import digest, load_or_train
-from transferlab.experiments.base import Cell, Experiment, ExperimentConfig, Results, ResultTable
+from transferlab.experiments.base import Cell, Experiment, Results, ResultTable
+from transferlab.experiments.transfer import TargetTrainingConfig, _settings, pooled_error, protocol_row
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -81,7 +82,7 @@ MIN_SPEARMAN_POINTS = 4
 _SOURCE_BATCH, _SOURCE_VAL, _SOURCE_PATIENCE, _SOURCE_TEST = 128, 1000, 3, 2000
 
 
-class DefrostConfig(ExperimentConfig):
+class DefrostConfig(TargetTrainingConfig):
     """One cell of the ``defrost`` experiment (see the module docstring)."""
 
     q: float = Field(ge=0.0, le=1.0, description="source-target correlation (rho_F = rho_theta = q)")
@@ -91,37 +92,20 @@ class DefrostConfig(ExperimentConfig):
     task_activation: Literal["tanh", "sign", "relu", "erf"] = Field("tanh", description="phi of x = phi(F^T c / sqrt D)")
     n_t: int | None = Field(None, ge=2, description="target training samples per instance (not for layerwise)")
     protocol: Protocol = "freeze"
-    k: int | None = Field(None, ge=0, description="blocks frozen (protocol 'freeze' only)")
-    reinit_unfrozen: bool = Field(False, description="freeze: redraw blocks k+1..depth instead of keeping the source's")
     instances: int = Field(5, ge=1, description="seeds trained together, each with its own target samples")
     depth: int = Field(4, ge=1, description="hidden layers (blocks) L of the MLP")
     width: int = Field(256, ge=1, description="units per hidden layer")
     activation: Literal["relu", "tanh"] = "relu"
     n_source: int = Field(10000, ge=10, description="source samples (and target samples of the layerwise reference)")
     source_epochs: int = Field(30, ge=1, description="most epochs of source training")
-    source_lr: float = Field(1e-3, gt=0, description="Adam learning rate of source training (batch 128)")
-    val_size: int = Field(200, ge=0, description="validation samples per instance for early stopping (0: none)")
     test_size: int = Field(2000, ge=10, description="shared target test samples")
-    optimizer: Literal["sgd", "adam"] = "adam"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(64, ge=1)
-    max_steps: int = Field(1000, ge=1, description="optimizer steps budget per training run (whole epochs)")
-    patience_steps: int = Field(100, ge=1, description="stop after about this many steps without validation gain")
-    l2: float = Field(1e-3, gt=0, description="penalty of the linear probe")
     probe_size: int = Field(1000, ge=20, description="layerwise: common probe inputs (target test samples)")
     knn_k: int = Field(10, ge=1, description="layerwise: neighbours of the k-NN overlap")
 
     @model_validator(mode="after")
     def _consistent(self) -> DefrostConfig:
-        if self.protocol == "freeze" and self.k is None:
-            raise ValueError("protocol 'freeze' needs k (the number of frozen blocks)")
-        if self.protocol != "freeze" and self.k is not None:
-            raise ValueError(f"k applies to protocol 'freeze' only, not {self.protocol!r}")
         if self.k is not None and self.k > self.depth:
             raise ValueError(f"k = {self.k} is out of range: the network has depth = {self.depth} blocks (k in 0..depth)")
-        if self.protocol != "freeze" and self.reinit_unfrozen:
-            raise ValueError("reinit_unfrozen applies to protocol 'freeze' only")
         if self.protocol == "layerwise" and self.n_t is not None:
             raise ValueError("protocol 'layerwise' trains no small-n_t target network: drop n_t")
         if self.protocol != "layerwise" and self.n_t is None:
@@ -153,7 +137,7 @@ class DefrostExperiment(Experiment):
         """Per setting (everything but q, n_t, protocol, k): the error against k per (n_t, q), k*, the
         transferability, head-only against k*, and the layerwise similarity set against k*."""
         settings = [_analyze_setting(dict(zip(_SETTING_FIELDS, key, strict=True)), rows)
-                    for key, rows in _group(table.rows, _SETTING_FIELDS).items()]
+                    for key, rows in table.group_by(*_SETTING_FIELDS).items()]
         for i, s in enumerate(settings):
             s["label"] = s["label"] if len(settings) > 1 else ""
             s["slug"] = f"_{i}" if len(settings) > 1 else ""
@@ -317,8 +301,6 @@ def _target_data(cell: Cell, cfg: DefrostConfig, pair: HiddenManifoldPair) -> Ta
 
 
 def _run_cell(cell: Cell) -> dict[str, Any]:
-    from transferlab.experiments.transfer import _settings, protocol_row
-
     cfg: DefrostConfig = cell.config  # type: ignore[assignment]
     pair = _pair(cell, cfg)
     state, facts = _reference(cell, cfg, pair, "source")
@@ -396,21 +378,6 @@ _SETTING_FIELDS = tuple(f for f in DefrostConfig.model_fields
 _LAYERWISE_KEYS = ("cka", "knn_overlap", "ii_source_to_target", "ii_target_to_source", "twonn_source", "twonn_target")
 
 
-def _group(rows: list[dict[str, Any]], names: Sequence[str]) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(tuple(row.get(name) for name in names), []).append(row)
-    return groups
-
-
-def _mean_se(rows: list[dict[str, Any]]) -> tuple[float, float | None, int]:
-    from transferlab.report.plots import mean_se
-
-    values = np.array([v for r in rows for v in r["test_error_instances"]], dtype=float)
-    mean, se = mean_se(values)
-    return mean, se, values.size
-
-
 def _by_run(rows: list[dict[str, Any]]) -> dict[tuple[int, int], float]:
     """Per-run test errors keyed by (replicate, instance): runs with equal keys saw the same target samples."""
     return {(int(r.get("replicate", 0)), i): float(e) for r in rows for i, e in enumerate(r["test_error_instances"])}
@@ -439,14 +406,14 @@ def _analyze_setting(setting: dict[str, Any], rows: list[dict[str, Any]]) -> dic
     L = int(setting["depth"])
     transfer_rows = [r for r in rows if r["protocol"] != "layerwise"]
     table, best, curves, defrost = [], [], {}, {}
-    for (q, n_t), at in sorted(_group(transfer_rows, ("q", "n_t")).items()):
+    for (q, n_t), at in sorted(ResultTable(transfer_rows).group_by("q", "n_t").items()):
         entries: dict[tuple[str, int, bool], tuple[float, float | None, int]] = {}
         runs: dict[tuple[str, int, bool], dict[tuple[int, int], float]] = {}
-        for (protocol, _, reinit), group in _group(at, ("protocol", "k", "reinit_unfrozen")).items():
+        for (protocol, _, reinit), group in ResultTable(at).group_by("protocol", "k", "reinit_unfrozen").items():
             k = int(group[0]["k"])
             # fine-tuning is freeze k = 0 with kept weights: one curve point
             key = ("freeze" if protocol == "finetune" else protocol, k, bool(reinit))
-            mean, se, count = _mean_se(group)
+            mean, se, count = pooled_error(group)
             entries[key] = (mean, se, count)
             runs[key] = _by_run(group)
             table.append({"q": q, "n_t": n_t, "protocol": protocol, "k": k, "reinit_unfrozen": reinit,
@@ -508,7 +475,7 @@ def _analyze_layerwise(rows: list[dict[str, Any]], best: list[dict[str, Any]], L
         return None
     by_q: dict[float, dict[str, Any]] = {}
     table = []
-    for (q,), group in sorted(_group(rows, ("q",)).items()):
+    for (q,), group in sorted(ResultTable(rows).group_by("q").items()):
         entry: dict[str, Any] = {"replicates": len(group)}
         for name in _LAYERWISE_KEYS:
             values = np.array([r[name] for r in group], dtype=float)  # (replicates, L)

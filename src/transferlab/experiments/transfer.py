@@ -66,30 +66,21 @@ if TYPE_CHECKING:  # pragma: no cover
     from transferlab.nets.blocks import BlockNet
     from transferlab.protocols.transfer import TargetData
 
-__all__ = ["TransferConfig", "TransferExperiment", "build_source", "source_cache_dir"]
+__all__ = ["TargetTrainingConfig", "TransferConfig", "TransferExperiment", "build_source", "pooled_error", "protocol_row",
+           "source_cache_dir"]
 
 Protocol = Literal["scratch", "linear_probe", "finetune", "freeze", "defrost", "lp_ft"]
 #: The seed of the shared test subset (every cell sees the same test images).
 _TEST_SEED = 20240101
 
 
-class TransferConfig(ExperimentConfig):
-    """One cell of the ``transfer`` experiment (see the module docstring)."""
+class TargetTrainingConfig(ExperimentConfig):
+    """Fields shared by the kinds that run :func:`protocol_row` (``transfer``, ``defrost``): the frozen depth,
+    target training and probe settings, and the source's learning rate. A subclass defines ``protocol``."""
 
-    source: str = Field(description="pretrained:<name> | trained:<data set> | module:<pkg.mod>:<function>")
-    target: str = Field("fashion_mnist", description="data set name or npz:<path>")
-    target_labels: Literal["fine", "coarse"] = "fine"
-    n: int = Field(ge=2, description="target training images per instance (class-balanced)")
-    protocol: Protocol = "freeze"
     k: int | None = Field(None, ge=0, description="blocks frozen (protocol 'freeze' only)")
     reinit_unfrozen: bool = Field(False, description="freeze: redraw blocks k+1..L instead of keeping the source's")
-    instances: int = Field(3, ge=1, description="seeds trained together, each with its own target subset")
-    val_size: int = Field(200, ge=0, description="validation images per instance for early stopping (0: none)")
-    test_size: int = Field(2000, ge=0, description="shared test images (0: the whole test split)")
-    architecture: Literal["cnn", "mlp"] = Field("cnn", description="network of trained sources")
-    source_labels: Literal["fine", "coarse"] = "fine"
-    source_size: int = Field(10000, ge=10, description="training images of a trained source")
-    source_epochs: int = Field(10, ge=1, description="most epochs of source training")
+    val_size: int = Field(200, ge=0, description="validation samples per instance for early stopping (0: none)")
     source_lr: float = Field(1e-3, gt=0, description="Adam learning rate of source training (batch 128)")
     optimizer: Literal["sgd", "adam"] = "adam"
     lr: float = Field(1e-3, gt=0)
@@ -100,13 +91,34 @@ class TransferConfig(ExperimentConfig):
     l2: float = Field(1e-3, gt=0, description="penalty of the linear probe (linear_probe, lp_ft)")
 
     @model_validator(mode="after")
-    def _consistent(self) -> TransferConfig:
-        if self.protocol == "freeze" and self.k is None:
+    def _freeze_fields(self) -> TargetTrainingConfig:
+        protocol = getattr(self, "protocol")
+        if protocol == "freeze" and self.k is None:
             raise ValueError("protocol 'freeze' needs k (the number of frozen blocks)")
-        if self.protocol != "freeze" and self.k is not None:
-            raise ValueError(f"k applies to protocol 'freeze' only, not {self.protocol!r}")
-        if self.protocol != "freeze" and self.reinit_unfrozen:
+        if protocol != "freeze" and self.k is not None:
+            raise ValueError(f"k applies to protocol 'freeze' only, not {protocol!r}")
+        if protocol != "freeze" and self.reinit_unfrozen:
             raise ValueError("reinit_unfrozen applies to protocol 'freeze' only")
+        return self
+
+
+class TransferConfig(TargetTrainingConfig):
+    """One cell of the ``transfer`` experiment (see the module docstring)."""
+
+    source: str = Field(description="pretrained:<name> | trained:<data set> | module:<pkg.mod>:<function>")
+    target: str = Field("fashion_mnist", description="data set name or npz:<path>")
+    target_labels: Literal["fine", "coarse"] = "fine"
+    n: int = Field(ge=2, description="target training images per instance (class-balanced)")
+    protocol: Protocol = "freeze"
+    instances: int = Field(3, ge=1, description="seeds trained together, each with its own target subset")
+    test_size: int = Field(2000, ge=0, description="shared test images (0: the whole test split)")
+    architecture: Literal["cnn", "mlp"] = Field("cnn", description="network of trained sources")
+    source_labels: Literal["fine", "coarse"] = "fine"
+    source_size: int = Field(10000, ge=10, description="training images of a trained source")
+    source_epochs: int = Field(10, ge=1, description="most epochs of source training")
+
+    @model_validator(mode="after")
+    def _known_source(self) -> TransferConfig:
         kind, _, rest = self.source.partition(":")
         if kind not in ("pretrained", "trained", "module") or not rest:
             raise ValueError(f"source must be pretrained:<name>, trained:<data set> or module:<pkg.mod>:<function>, "
@@ -132,7 +144,7 @@ class TransferExperiment(Experiment):
         """Per (source, target) pair and n: every protocol's error with its standard error, k*, the
         transferability and the defrosting curve (module docstring)."""
         pairs = []
-        for key, rows in _group(table.rows, _PAIR_FIELDS).items():
+        for key, rows in table.group_by(*_PAIR_FIELDS).items():
             pairs.append(_analyze_pair(dict(zip(_PAIR_FIELDS, key, strict=True)), rows))
         unconverged = sum(not r["converged"] for r in table.rows)
         summary: dict[str, Any] = {
@@ -458,17 +470,12 @@ def protocol_row(cfg: Any, source: BlockNet, data: TargetData, settings: Any, ge
 _PAIR_FIELDS = tuple(f for f in TransferConfig.model_fields if f not in ("n", "protocol", "k", "reinit_unfrozen", "instances"))
 
 
-def _group(rows: list[dict[str, Any]], names: Sequence[str]) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(tuple(row[name] for name in names), []).append(row)
-    return groups
-
-
-def _mean_se(rows: list[dict[str, Any]], key: str = "test_error_instances") -> tuple[float, float | None, int]:
+def pooled_error(rows: list[dict[str, Any]]) -> tuple[float, float | None, int]:
+    """Mean test error, its standard error and the number of runs, pooling every instance of every row
+    (``test_error_instances``) of ``rows``."""
     from transferlab.report.plots import mean_se
 
-    values = np.array([v for r in rows for v in r[key]], dtype=float)
+    values = np.array([v for r in rows for v in r["test_error_instances"]], dtype=float)
     mean, se = mean_se(values)
     return mean, se, values.size
 
@@ -487,9 +494,9 @@ def _analyze_pair(pair: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str,
     for n in sorted({r["n"] for r in rows}):
         at_n = [r for r in rows if r["n"] == n]
         entries: dict[tuple[str, int, bool], tuple[float, float | None, int]] = {}
-        for (protocol, k, reinit), group in _group(at_n, ("protocol", "k", "reinit_unfrozen")).items():
+        for (protocol, k, reinit), group in ResultTable(at_n).group_by("protocol", "k", "reinit_unfrozen").items():
             k_used = int(group[0]["k"])
-            mean, se, count = _mean_se(group)
+            mean, se, count = pooled_error(group)
             entries[(protocol, k_used, reinit)] = (mean, se, count)
             table.append({"n": n, "protocol": protocol, "k": k_used, "reinit_unfrozen": reinit, "test_error": mean,
                           "se": se, "runs": count, "unconverged runs": sum(r["unconverged"] for r in group)})
