@@ -68,14 +68,15 @@ FINETUNE_BREAK_EVEN_ANGLE: float = float(np.pi / 3)
 # input checks
 
 
-def _array(name: str, value: ArrayLike) -> FloatArray:
-    """``value`` as a float64 array; :class:`ConfigError` if it is not finite and real."""
+def _array(name: str, value: ArrayLike, error: type[Exception] = ConfigError) -> FloatArray:
+    """``value`` as a float64 array; ``error`` (default :class:`ConfigError`) if it is not real and finite.
+    Shared with :mod:`transferlab.theory.relu`."""
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{name} must be real numbers, got {value!r}") from exc
+        raise error(f"{name} must be real numbers, got {value!r}") from exc
     if not np.all(np.isfinite(arr)):
-        raise ConfigError(f"{name} must be finite, got {value!r}")
+        raise error(f"{name} must be finite, got {value!r}")
     return arr
 
 

@@ -42,6 +42,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from transferlab._checks import check_choice, check_int, check_real
 from transferlab.errors import ConfigError, DataError
+from transferlab.theory.fate import _array
 
 __all__ = [
     "ReluTeacherPair",
@@ -67,14 +68,8 @@ COSINE_TOLERANCE: float = 1e-10
 
 
 def _finite(name: str, value: ArrayLike, error: type[Exception] = DataError) -> FloatArray:
-    """``value`` as a float64 array; ``error`` if it is not real and finite."""
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise error(f"{name} must be real numbers, got {value!r}") from exc
-    if not np.all(np.isfinite(arr)):
-        raise error(f"{name} must be finite, got {value!r}")
-    return arr
+    """``value`` as a float64 array; ``error`` (default :class:`DataError`: these are data) if not real and finite."""
+    return _array(name, value, error)
 
 
 def _neurons(name: str, value: ArrayLike) -> FloatArray:
