@@ -12,7 +12,10 @@ what they return: ``*_similarity`` (higher = more alike), ``*_distance`` (0 on e
   :func:`sliced_wasserstein_distance`, :func:`bures_wasserstein_distance`, :func:`energy_distance`,
   :func:`linear_gaussian_kl`
 - transferability: :func:`logme_score`, :func:`leep_score`, :func:`nce_score`, :func:`h_score`,
-  :func:`feature_overlap`
+  :func:`feature_overlap`, :func:`nleep_score`, :func:`gbc_score` (with
+  :func:`class_bhattacharyya_coefficients`), :func:`transrate_score`
+- ranking (evaluating predictors against measured accuracies): :func:`weighted_kendall_tau`,
+  :func:`pearson_correlation`, :func:`correlation_table`, :func:`stability_report`
 - capture: :func:`capture_activations` (torch modules -> arrays)
 - registry: :func:`list_measures`, :func:`get_measure` (declared properties; used by the CLI)
 
@@ -22,6 +25,12 @@ returns NaN.
 
 from __future__ import annotations
 
+from transferlab.measures._predictors import (
+    class_bhattacharyya_coefficients,
+    gbc_score,
+    nleep_score,
+    transrate_score,
+)
 from transferlab.measures._registry import MeasureInfo, get_measure, list_measures
 from transferlab.measures.capture import capture_activations
 from transferlab.measures.dimension import DimensionProfile, mle_dimension, twonn_dimension, twonn_profile
@@ -35,6 +44,13 @@ from transferlab.measures.divergence import (
     mmd2,
     sliced_wasserstein_distance,
     wasserstein_distance,
+)
+from transferlab.measures.ranking import (
+    StabilityReport,
+    correlation_table,
+    pearson_correlation,
+    stability_report,
+    weighted_kendall_tau,
 )
 from transferlab.measures.similarity import (
     LinearCKAAccumulator,
@@ -95,6 +111,16 @@ __all__ = [
     "h_score",
     "ledoit_wolf_shrinkage",
     "feature_overlap",
+    "nleep_score",
+    "gbc_score",
+    "class_bhattacharyya_coefficients",
+    "transrate_score",
+    # ranking
+    "weighted_kendall_tau",
+    "pearson_correlation",
+    "correlation_table",
+    "stability_report",
+    "StabilityReport",
     # capture and registry
     "capture_activations",
     "MeasureInfo",

@@ -26,7 +26,7 @@ from functools import partial
 from typing import Any, Literal
 
 from transferlab.errors import ConfigError
-from transferlab.measures import _cca, _cka, _neighbours, dimension, divergence, transferability
+from transferlab.measures import _cca, _cka, _neighbours, _predictors, dimension, divergence, transferability
 
 __all__ = ["MeasureInfo", "MEASURES", "ALIASES", "get_measure", "list_measures", "INVARIANCES"]
 
@@ -146,6 +146,23 @@ _ENTRIES = [
     MeasureInfo(
         "feature_overlap", partial(transferability.feature_overlap, task="classification"), "features_labels",
         "fraction of one-hot target outside the feature span, [0, 1] (lower better)", invariances=_AFFINE_INV,
+    ),
+    MeasureInfo(
+        "nleep_score", _predictors.nleep_score, "features_labels",
+        "NLEEP: LEEP of a 5C-component GMM on 80%-variance PCA features, <= 0 (higher better)",
+        invariances=_inv(True, True, True, True, False),
+    ),
+    MeasureInfo(
+        "gbc_score", _predictors.gbc_score, "features_labels",
+        "GBC, spherical class Gaussians on <= 64 PCs, in [-C(C-1), 0) (higher better)", invariances=_SIMILARITY_INV,
+    ),
+    MeasureInfo(
+        "gbc_score_diagonal", partial(_predictors.gbc_score, gaussian="diagonal"), "features_labels",
+        "GBC, diagonal class Gaussians on <= 64 PCs, in [-C(C-1), 0) (higher better)", invariances=_SIMILARITY_INV,
+    ),
+    MeasureInfo(
+        "transrate_score", _predictors.transrate_score, "features_labels",
+        "TransRate coding-rate difference, nats, eps = 1% of mean variance (higher better)", invariances=_SIMILARITY_INV,
     ),
     MeasureInfo("knn_label_overlap", _neighbours.knn_label_overlap, "features_labels", "10-NN label agreement in [0, 1]", invariances=_SIMILARITY_INV),
     MeasureInfo("leep_score", transferability.leep_score, "predictions_labels", "LEEP in [log(1/C)-ish, 0] (higher better)"),
