@@ -20,22 +20,37 @@ loop's work ("effective"), and checks that the three give the same risks (per in
 mean within Monte-Carlo error). A ``simulate_fate`` call on the same cell shapes (its own data
 draws) is timed too. Target: >= 20x over the sequential loop.
 
+``--authors`` times instead the authors' own cells (issue 12, section 3; github.com/javantahir/features_are_fate,
+``phase_diagram.sh``): d = 100, L = 2, 10 instances, theta = pi/4, sigma = 0.2, n in {50, 100, 150},
+population pretraining, then fine-tuning (GD at lr 0.01, at most 5000 steps, from init scale 1e-5) and
+linear transfer (ridge 0.1), float64. Every method stops an instance at excess train loss <= 1e-6 (the
+authors' fine-tuning runs all 5000 epochs instead). In one process: a per-instance sequential loop in the style of
+the baseline above (``run_authors_sequential``), transferlab's step-by-step loop (``GDSettings(fused=False)``)
+and its fused loop (the default). Whole process: ``transferlab run`` of a spec with those cells, in a
+subprocess, against the baseline's start-up (a process importing torch) plus its compute measured here.
+
 Run (never beside another benchmark; other agents share the cores):
     flock /tmp/transferlab-bench.lock .venv/bin/python benchmarks/bench_fate.py
+    flock /tmp/transferlab-bench.lock .venv/bin/python benchmarks/bench_fate.py --authors
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from transferlab.nets import DeepLinear
-from transferlab.protocols import finetune, pretrain, scratch, simulate_fate, teacher_risk
+from transferlab.protocols import finetune, linear_transfer, pretrain, scratch, simulate_fate, teacher_risk
 from transferlab.tasks import linear_regression_data, teacher_pair
 from transferlab.train import GDSettings
 from _ceiling import matmul_ceiling  # benchmarks/_ceiling.py (the script's folder is on sys.path)
@@ -190,6 +205,139 @@ def run_einsum(
     return risks, {"flops": flops}
 
 
+# --------------------------------------------------------------------------------------- the authors' cells
+AUTHORS_D, AUTHORS_THETA, AUTHORS_SIGMA, AUTHORS_NS, AUTHORS_INSTANCES = 100, math.pi / 4, 0.2, (50, 100, 150), 10
+AUTHORS_SETTINGS = GDSettings(lr=0.01, max_steps=5000, tol=1e-6)
+AUTHORS_INIT, AUTHORS_RIDGE = 1e-5, 0.1
+#: The same cells as a spec for ``transferlab run`` (its own data draws: the cells' generators).
+AUTHORS_SPEC = f"""experiment = "fate"
+seed = 0
+name = "fate-authors-cells"
+[params]
+d = {AUTHORS_D}
+layers = 2
+instances = {AUTHORS_INSTANCES}
+mode = "simulate"
+protocols = ["linear_transfer", "finetune"]
+theta = {AUTHORS_THETA!r}
+sigma = {AUTHORS_SIGMA}
+ridge = {AUTHORS_RIDGE}
+init_scale = {AUTHORS_INIT}
+lr = {AUTHORS_SETTINGS.lr}
+max_steps = {AUTHORS_SETTINGS.max_steps}
+tol = {AUTHORS_SETTINGS.tol}
+[grid]
+gamma = {[n / AUTHORS_D for n in AUTHORS_NS]}
+"""
+#: The authors' script on these cells, from issue 12 (measured in another session on the same 2 cores).
+AUTHORS_SCRIPT_SECONDS = 23.6
+
+
+def make_authors_cell(n: int, seed: int) -> dict:
+    """One authors' cell (float64): teachers, the shared init, target data of every instance, min loss."""
+    g = torch.Generator().manual_seed(seed + n)
+    pair = teacher_pair(AUTHORS_D, AUTHORS_THETA, g)
+    init = DeepLinear(AUTHORS_D, 2, 1, init_scale=AUTHORS_INIT, generator=g)
+    X, y = linear_regression_data(pair.beta_t, n, AUTHORS_SIGMA, g, AUTHORS_INSTANCES)
+    ls = torch.linalg.lstsq(X, y[..., None], driver="gelsd").solution
+    min_loss = ((X @ ls)[..., 0] - y).pow(2).mean(-1)
+    return {"init": init, "beta_s": pair.beta_s, "beta_t": pair.beta_t, "X": X, "y": y, "min_loss": min_loss}
+
+
+def run_authors_transferlab(cell: dict, fused: bool) -> dict[str, np.ndarray]:
+    """Population pretraining, fine-tuning and the ridge probe of all instances, stacked."""
+    settings = GDSettings(lr=AUTHORS_SETTINGS.lr, max_steps=AUTHORS_SETTINGS.max_steps, tol=AUTHORS_SETTINGS.tol,
+                          fused=fused)
+    source, _ = pretrain(cell["init"], beta_s=cell["beta_s"][None], settings=settings)
+    source = source.repeat_instances(AUTHORS_INSTANCES)
+    net, _ = finetune(source, cell["X"], cell["y"], settings)
+    return {"finetune": teacher_risk(net.end_to_end().detach(), cell["beta_t"]).numpy(),
+            "linear_transfer": teacher_risk(linear_transfer(source, cell["X"], cell["y"], AUTHORS_RIDGE),
+                                            cell["beta_t"]).numpy()}
+
+
+def run_authors_sequential(cell: dict) -> dict[str, np.ndarray]:
+    """The baseline's style: one nn.Module + torch.optim.SGD per instance, the ridge probe per instance."""
+    X, y, beta_t = cell["X"], cell["y"], cell["beta_t"]
+    n, d = X.shape[1], X.shape[2]
+    W1, w2 = (w[0].detach() for w in cell["init"].weights)
+    source = TwoLayerLinear(W1, w2)
+    beta_s = cell["beta_s"]
+    sgd_loop(source, lambda m: ((beta_s - m.beta()) ** 2).sum(), AUTHORS_SETTINGS.lr, AUTHORS_SETTINGS.max_steps,
+             AUTHORS_SETTINGS.tol)
+    hidden, out = source.hidden.weight.T.detach(), source.out.weight.T.detach()
+    risks: dict[str, list[float]] = {"finetune": [], "linear_transfer": []}
+    for i in range(AUTHORS_INSTANCES):
+        model = TwoLayerLinear(hidden, out)
+        sgd_loop(model, lambda m: ((m(X[i]) - y[i]) ** 2).mean(), AUTHORS_SETTINGS.lr, AUTHORS_SETTINGS.max_steps,
+                 float(cell["min_loss"][i]) + AUTHORS_SETTINGS.tol)
+        risks["finetune"].append(float(((model.beta().detach() - beta_t) ** 2).sum()))
+        F = X[i] @ hidden
+        c = torch.linalg.solve(F.T @ F + n * AUTHORS_RIDGE * torch.eye(d, dtype=F.dtype), F.T @ y[i])
+        risks["linear_transfer"].append(float(((hidden @ c - beta_t) ** 2).sum()))
+    return {p: np.array(v) for p, v in risks.items()}
+
+
+def _wall(command: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def authors_main(repeats: int, baseline_seconds: float | None = None) -> None:
+    """Compute and whole-process timings on the authors' cells (module docstring). With
+    ``baseline_seconds`` (the sequential loop's compute from an earlier run) only the whole-process
+    part runs."""
+    print(f"# the authors' cells: d={AUTHORS_D}, L=2, {AUTHORS_INSTANCES} instances, theta=pi/4, "
+          f"sigma={AUTHORS_SIGMA}, n in {AUTHORS_NS}, population pretraining, fine-tuning lr={AUTHORS_SETTINGS.lr} <= "
+          f"{AUTHORS_SETTINGS.max_steps} steps from init {AUTHORS_INIT}, ridge {AUTHORS_RIDGE}, float64, 1 thread")
+    if baseline_seconds is not None:
+        whole_process(repeats, baseline_seconds)
+        return
+    cells = [make_authors_cell(n, seed=0) for n in AUTHORS_NS]
+    methods = {"sequential": run_authors_sequential,
+               "transferlab step-by-step": lambda c: run_authors_transferlab(c, fused=False),
+               "transferlab fused": lambda c: run_authors_transferlab(c, fused=True)}
+    times: dict[str, float] = {}
+    risks: dict[str, dict[str, np.ndarray]] = {}
+    for method, run in methods.items():
+        start = time.perf_counter()
+        out = [run(c) for c in cells]
+        times[method] = time.perf_counter() - start
+        risks[method] = {p: np.concatenate([o[p] for o in out]) for p in out[0]}
+        print(f"{method:<26} {times[method]:8.2f} s   "
+              + "   ".join(f"R_{p}={r.mean():.4f}" for p, r in risks[method].items()), flush=True)
+    for p in ("finetune", "linear_transfer"):
+        ref = risks["sequential"][p]
+        se = ref.std(ddof=1) / math.sqrt(ref.size)
+        for method in ("transferlab step-by-step", "transferlab fused"):
+            diff = np.abs(risks[method][p] - ref).max()
+            print(f"  {p:<15} {method:<25} mean {risks[method][p].mean():.5f} vs sequential {ref.mean():.5f} "
+                  f"(MC s.e. {se:.4f}); max per-instance |diff| {diff:.1e}")
+            # float64, the same GD and stop rule: only rounding (and a stop one step apart at the threshold)
+            assert diff < 1e-4, "per-instance risks differ"
+    print(f"compute: fused vs sequential {times['sequential'] / times['transferlab fused']:.1f}x, "
+          f"vs step-by-step {times['transferlab step-by-step'] / times['transferlab fused']:.2f}x")
+    whole_process(repeats, times["sequential"])
+
+
+def whole_process(repeats: int, baseline_compute: float) -> None:
+    """``transferlab run`` of the cells in a subprocess against python + torch start-up + the baseline's compute."""
+    executable = str(Path(sys.executable).with_name("transferlab"))
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = Path(tmp) / "fate_authors_cells.toml"
+        spec.write_text(AUTHORS_SPEC, encoding="utf-8")
+        runs = [_wall([executable, "run", str(spec), "--store", str(Path(tmp) / f"run{k}.db")]) for k in range(repeats)]
+    startup = [_wall([sys.executable, "-c", "import torch, numpy"]) for _ in range(repeats)]
+    run_s, startup_s = statistics.median(runs), statistics.median(startup)
+    baseline_s = startup_s + baseline_compute
+    print(f"whole process: `transferlab run` of the cells {run_s:.2f} s (median of {repeats}: "
+          + ", ".join(f"{r:.2f}" for r in runs) + f"); baseline = python + import torch {startup_s:.2f} s + "
+          f"its compute {baseline_compute:.2f} s = {baseline_s:.2f} s -> {baseline_s / run_s:.1f}x")
+    print(f"the authors' script: {AUTHORS_SCRIPT_SECONDS} s (from the issue, different session) -> "
+          f"{AUTHORS_SCRIPT_SECONDS / run_s:.1f}x whole process")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--d", type=int, default=100)
@@ -201,8 +349,15 @@ def main() -> None:
     parser.add_argument("--tol", type=float, default=1e-6)
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for every method")
+    parser.add_argument("--authors", action="store_true", help="time the authors' cells instead (docstring)")
+    parser.add_argument("--repeats", type=int, default=3, help="--authors: subprocess runs to take the median of")
+    parser.add_argument("--baseline-seconds", type=float, default=None,
+                        help="--authors: skip the compute part, use this sequential-loop compute time")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.authors:
+        authors_main(args.repeats, args.baseline_seconds)
+        return
     dtype = getattr(torch, args.dtype)
     settings = GDSettings(lr=args.lr, max_steps=args.max_steps, tol=args.tol)
     ceiling = matmul_ceiling(dtype)

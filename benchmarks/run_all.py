@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-BENCHMARKS = ("bench_engine.py", "bench_fate.py", "bench_measures.py", "bench_core.py", "bench_transfer.py")
+BENCHMARKS = ("bench_engine.py", "bench_fate.py", "bench_measures.py", "bench_core.py", "bench_transfer.py",
+              "bench_granularity.py", "bench_defrost.py")
 
 
 def main() -> int:

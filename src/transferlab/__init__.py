@@ -7,6 +7,7 @@ Subpackages (imported on first use, so ``import transferlab`` stays cheap):
 - :mod:`transferlab.scaling` -- transfer scaling laws, effective data, fits
 - :mod:`transferlab.tasks`, :mod:`transferlab.nets`, :mod:`transferlab.train`, :mod:`transferlab.protocols`
 - :mod:`transferlab.experiments`, :mod:`transferlab.sweep`, :mod:`transferlab.report`
+- :mod:`transferlab.advise` -- should I transfer, and how deep? (predictors + a budgeted sweep -> a verdict)
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ _SUBPACKAGES = frozenset(
         "experiments",
         "sweep",
         "report",
+        "advise",
     }
 )
 
@@ -66,6 +68,7 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:  # pragma: no cover
     __version__: str
     from transferlab import (  # noqa: F401
+        advise,
         experiments,
         measures,
         nets,

@@ -54,13 +54,12 @@ def test_inconsistent_configs_are_refused(fields: dict, message: str) -> None:
 def test_registered_and_the_quick_reproduction_validates(tmp_path: Path) -> None:
     assert isinstance(get_experiment("defrost"), DefrostExperiment)
     counts = []
-    for run in reproduce.SPECS["defrost"]["quick"]:
+    for run in [r for r in reproduce.SPECS["defrost"]["quick"] if not r.store]:  # real-data runs: test_real_analogue.py
         path = tmp_path / run.out_name
         path.write_text(run.text(), encoding="utf-8")
         cells = expand_cells(load_spec(path))
         counts.append(len(cells))
     assert counts == [32, 16, 24, 4]  # freeze k = 0..3; redrawn k = 1, 2; 3 baselines; layerwise (x 2 replicates)
-    assert "full" not in reproduce.SPECS["defrost"]
 
 
 def test_paired_target_samples_and_shared_test_set() -> None:
@@ -193,11 +192,6 @@ def test_analysis_on_constructed_rows_head_margin_and_spearman() -> None:
     assert set(DefrostExperiment().figures(results)) == {"defrost_error_vs_k", "defrost_k_star",
                                                          "defrost_transferability", "defrost_layerwise"}
 
-
-def test_reproduce_defrost_has_no_full_mode(tmp_path: Path) -> None:
-    from transferlab.cli import main
-
-    assert main(["reproduce", "defrost", "--out", str(tmp_path / "out")]) == 2
 
 
 def test_freezing_all_but_the_head_is_beaten_at_500_target_samples() -> None:

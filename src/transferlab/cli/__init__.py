@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "transferlab.cli.measure",
     "transferlab.cli.reproduce",
     "transferlab.cli.fit",
+    "transferlab.cli.advise",
 )
 
 for _module in _COMMAND_MODULES:

@@ -18,16 +18,29 @@ app = typer.Typer(
 )
 
 
+class _ConsoleHandler(logging.Handler):
+    """Log records to stderr through rich, which is imported at the first record, not at start-up
+    (it costs a few tenths of a second that a command logging nothing need not pay)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._rich: logging.Handler | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._rich is None:
+            from rich.console import Console
+            from rich.logging import RichHandler
+
+            self._rich = RichHandler(console=Console(stderr=True), show_path=False, show_time=False, markup=False)
+            self._rich.setFormatter(logging.Formatter("%(message)s"))
+        self._rich.emit(record)
+
+
 def console_logging(verbose: int) -> None:
     """Send the library's ``transferlab`` logger to stderr through rich (CLI only)."""
-    from rich.console import Console
-    from rich.logging import RichHandler
-
     logger = logging.getLogger("transferlab")
-    if not any(isinstance(h, RichHandler) for h in logger.handlers):
-        handler = RichHandler(console=Console(stderr=True), show_path=False, show_time=False, markup=False)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
+    if not any(isinstance(h, _ConsoleHandler) for h in logger.handlers):
+        logger.addHandler(_ConsoleHandler())
     logger.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING)
 
 

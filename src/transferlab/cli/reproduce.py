@@ -6,6 +6,10 @@ on the paper's fine grid at d = 500 (``fate_theory.toml``), and the deep-linear-
 instances at d = 100). The specs ship inside the package (``transferlab/specs/``), so the command
 works outside a source checkout.
 
+``transferlab reproduce fate-relu [--quick]`` runs the ReLU section of the same paper (the ``fate_relu``
+kind) into ``<out>/fate-relu.db``: linear transfer over (mu, n) from ``fate_relu_{quick,full}.toml`` and,
+as a variant of the same file with ``protocol = ["scratch"]`` and no ``mu`` axis, the scratch baseline.
+
 ``transferlab reproduce transfer [--quick]`` runs the ``transfer`` kind into ``<out>/transfer.db``: a CNN
 trained by transferlab on MNIST transferred to Fashion-MNIST and Animal-MNIST
 (``transfer_cnn_{quick,full}.toml``) and MobileNetV2 with ImageNet weights transferred to Fashion-MNIST
@@ -15,9 +19,17 @@ and the linear probe. It writes the spec copies, the store, every figure as PNG 
 under ``<out>/figures`` and the self-contained ``<out>/report.html``. A rerun into the same ``--out``
 skips the cells already stored.
 
-``transferlab reproduce defrost --quick`` runs the ``defrost`` kind (``defrost_quick.toml``: freeze-k with kept
-and redrawn blocks, the baselines and the layerwise analysis on small hidden-manifold tasks) into
-``<out>/defrost.db``; it has no full mode yet.
+``transferlab reproduce defrost [--quick]`` runs the ``defrost`` kind (``defrost_quick.toml``, ``defrost_full.toml``:
+freeze-k with kept and redrawn blocks, the baselines and the layerwise analysis on hidden-manifold tasks) into
+``<out>/defrost.db``, and its real-data analogue with the ``transfer`` kind (``defrost_real_{quick,full}.toml``: a
+CNN trained on MNIST or on Fashion-MNIST classes, transferred with every k to other Fashion-MNIST classes, and
+to Animal-MNIST in the full grid) into ``<out>/defrost_real.db``, reported in ``<out>/report_real.html``.
+
+``transferlab reproduce granularity [--quick]`` runs the ``granularity`` kind (``granularity_{quick,full}.toml``:
+pretraining label functions on hierarchical multi-view data) into ``<out>/granularity.db``: the aligned,
+global and random label functions, then as variants no, coarse and fine pretraining (``-main``), fine
+classes split at random beyond the hierarchy (``-split``) and coarse vs fine over the fine-feature
+probability (``-rarity``).
 """
 
 from __future__ import annotations
@@ -45,11 +57,14 @@ SPEC_DIR = files("transferlab") / "specs"
 class SpecRun:
     """One sweep of a reproduction: a packaged spec file, optionally as a variant whose grid axes are
     replaced (``None`` drops the axis) and whose name gets ``suffix``; the variant is written beside the
-    original in the output folder, so the file there is exactly what ran."""
+    original in the output folder, so the file there is exactly what ran. A sweep of another experiment
+    kind than the paper's (a store holds one kind) names its own ``store``: ``<out>/<paper><store>.db``,
+    reported in ``<out>/report<store>.html``."""
 
     filename: str
     grid: Mapping[str, list[Any] | None] = field(default_factory=dict)
     suffix: str = ""
+    store: str = ""
 
     @property
     def out_name(self) -> str:
@@ -70,12 +85,31 @@ class SpecRun:
 
 
 _BASELINES = {"protocol": ["scratch", "linear_probe"], "k": None}
+#: the fate-relu scratch baseline: the same file with no mu axis (scratch training never sees the source)
+_SCRATCH = {"protocol": ["scratch"], "mu": None}
 
-#: paper -> mode -> sweeps, run in order into one store.
+#: the defrost paper's real-data analogue (the transfer kind, so a store of its own): near and far sources, every
+#: k, then the baselines (scratch, linear probe); the full grid adds a relabelling source (Fashion-MNIST's coarse
+#: labels) as a variant
+_COARSE = {"source": ["trained:fashion_mnist"], "source_labels": ["coarse"]}
+_REAL = {
+    "quick": (SpecRun("defrost_real_quick.toml", store="_real"),
+              SpecRun("defrost_real_quick.toml", _BASELINES, "-baselines", store="_real")),
+    "full": (SpecRun("defrost_real_full.toml", store="_real"),
+             SpecRun("defrost_real_full.toml", _BASELINES, "-baselines", store="_real"),
+             SpecRun("defrost_real_full.toml", _COARSE, "-coarse", store="_real"),
+             SpecRun("defrost_real_full.toml", {**_COARSE, **_BASELINES}, "-coarse-baselines", store="_real")),
+}
+
+#: paper -> mode -> sweeps, run in order into one store (or the run's own ``store``).
 SPECS: dict[str, dict[str, tuple[SpecRun, ...]]] = {
     "fate": {
         "quick": (SpecRun("fate_theory.toml"), SpecRun("fate_quick.toml")),
         "full": (SpecRun("fate_theory.toml"), SpecRun("fate_full.toml")),
+    },
+    "fate-relu": {
+        "quick": (SpecRun("fate_relu_quick.toml"), SpecRun("fate_relu_quick.toml", _SCRATCH, "-scratch")),
+        "full": (SpecRun("fate_relu_full.toml"), SpecRun("fate_relu_full.toml", _SCRATCH, "-scratch")),
     },
     "transfer": {
         "quick": (SpecRun("transfer_cnn_quick.toml"), SpecRun("transfer_cnn_quick.toml", _BASELINES, "-baselines"),
@@ -91,18 +125,35 @@ SPECS: dict[str, dict[str, tuple[SpecRun, ...]]] = {
                   SpecRun("defrost_quick.toml", {"protocol": ["scratch", "linear_probe", "defrost"], "k": None,
                                                  "reinit_unfrozen": None}, "-baselines"),
                   SpecRun("defrost_quick.toml", {"protocol": ["layerwise"], "k": None, "n_t": None,
-                                                 "reinit_unfrozen": None}, "-layerwise")),
+                                                 "reinit_unfrozen": None}, "-layerwise"),
+                  *_REAL["quick"]),
+        "full": (SpecRun("defrost_full.toml"),
+                 SpecRun("defrost_full.toml", {"reinit_unfrozen": [True], "k": [1, 2, 3]}, "-reinit"),
+                 SpecRun("defrost_full.toml", {"protocol": ["scratch", "linear_probe", "defrost"], "k": None,
+                                               "reinit_unfrozen": None}, "-baselines"),
+                 SpecRun("defrost_full.toml", {"protocol": ["layerwise"], "k": None, "n_t": None,
+                                               "reinit_unfrozen": None}, "-layerwise"),
+                 *_REAL["full"]),
     },
+    "granularity": {mode: (SpecRun(f"granularity_{mode}.toml"),
+                           SpecRun(f"granularity_{mode}.toml", {"labels": ["none", "coarse", "fine"], "n_classes": None},
+                                   "-main"),
+                           SpecRun(f"granularity_{mode}.toml", {"labels": ["fine"], "n_classes": None,
+                                                                 "split": splits}, "-split"),
+                           SpecRun(f"granularity_{mode}.toml", {"labels": ["coarse", "fine"], "n_classes": None,
+                                                                 "fine_probability": [0.25, 0.5]}, "-rarity"))
+                    for mode, splits in (("quick", [2]), ("full", [2, 4]))},
 }
 
 
 @app.command("reproduce")
 def reproduce_command(
-    paper: str = typer.Argument(..., help="Which paper: fate, transfer, defrost."),
+    paper: str = typer.Argument(..., help="Which paper: fate, transfer, defrost, granularity."),
     quick: bool = typer.Option(False, "--quick", help="Small simulations (a few minutes on 2 cores)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: reproduce-<paper>)."),
     executor: str = typer.Option("process", help="serial | process | ray."),
     jobs: Optional[int] = typer.Option(None, min=1, help="Worker processes (default: CPU count)."),
+    device: Optional[str] = typer.Option(None, help="fate only: where the simulations run, cpu | cuda | cuda:k."),
 ) -> None:
     """Reproduce a paper's figures: run its sweeps, then write figures (PNG+SVG) and report.html."""
     from transferlab.cli.sweep_commands import _Progress
@@ -113,16 +164,25 @@ def reproduce_command(
         raise ConfigError(f"unknown paper {paper!r}; known: {', '.join(sorted(SPECS))}")
     out = out or Path(f"reproduce-{paper}")
     out.mkdir(parents=True, exist_ok=True)
-    store = out / f"{paper}.db"
+    stores: dict[Path, Path] = {}  # store -> its report
     started = time.monotonic()
     failed = 0
     mode = "quick" if quick else "full"
     if mode not in SPECS[paper]:
         raise ConfigError(f"{paper} has no {mode} reproduction yet; run it with --quick")
+    if device is not None and paper != "fate":
+        raise ConfigError(f"--device applies to reproduce fate only, not {paper}")
+    overrides = [] if device is None else [f"params.device={device}"]
+    if device is not None:  # before any sweep runs, not at the first simulation spec
+        from transferlab.protocols import resolve_device
+
+        resolve_device(device)
     for run in SPECS[paper][mode]:
         path = out / run.out_name
         path.write_text(run.text(), encoding="utf-8")
-        spec = load_spec(path)
+        spec = load_spec(path, overrides=overrides)
+        store = out / f"{paper}{run.store}.db"
+        stores.setdefault(store, out / f"report{run.store}.html")
         with _Progress(spec.name or run.out_name) as progress:
             # the closed forms take milliseconds: a worker pool would only add its start-up
             serial = spec.params.get("mode") == "theory"
@@ -130,7 +190,8 @@ def reproduce_command(
                                 progress=progress)
         typer.echo(summary.line())
         failed += summary.failed_in_store
-    report = write_store_report(store, out / "report.html", figures_dir=out / "figures")
-    typer.echo(f"report: {report}  figures: {out / 'figures'}  ({time.monotonic() - started:.0f} s)")
+    reports = [write_store_report(store, html, figures_dir=out / "figures") for store, html in stores.items()]
+    typer.echo(f"report: {'  '.join(map(str, reports))}  figures: {out / 'figures'}  "
+               f"({time.monotonic() - started:.0f} s)")
     if failed:
         raise typer.Exit(1)

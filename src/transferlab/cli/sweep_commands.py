@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from transferlab.cli.app import app
+
+#: Most cells of a sweep that ``run`` computes serially when neither the command line nor the spec
+#: names an executor (a process pool starts in about a second per worker, each importing torch).
+TINY_SWEEP_CELLS = 4
 
 
 class _Progress:
@@ -55,24 +61,37 @@ class _Progress:
 @app.command("run")
 def run_command(
     spec_path: Path = typer.Argument(..., metavar="SPEC", help="TOML spec file."),
-    executor: Optional[str] = typer.Option(None, help="serial | process | ray (default: the spec's, else process)."),
+    executor: Optional[str] = typer.Option(
+        None, help="serial | process | ray (default: the spec's, else serial for at most 4 cells, else process)."),
     jobs: Optional[int] = typer.Option(None, min=1, help="Worker processes / Ray CPUs (default: CPU count)."),
     store: Optional[Path] = typer.Option(None, help="Store file (default: the spec's, else <spec stem>.db)."),
     set_: list[str] = typer.Option([], "--set", help="Override a spec value: --set params.d=200 (repeatable)."),
     batch_size: Optional[int] = typer.Option(None, min=1, help="Most cells per batch."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local instance)."),
-    threads: int = typer.Option(1, min=1, help="torch/BLAS threads per worker."),
+    threads: int = typer.Option(1, min=1, help="torch/BLAS threads per worker (with the serial executor: this "
+                                               "process, unless OMP_NUM_THREADS is set)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Recompute cells stored as failed."),
     force: bool = typer.Option(False, "--force", help="Recompute every cell."),
     max_cells: Optional[int] = typer.Option(
         None, min=1, help="Refuse a spec of more cells (default: the spec's [run] max_cells)."),
+    device: Optional[str] = typer.Option(
+        None, help="Where simulations run: cpu | cuda | cuda:k (sets params.device; kinds with a device "
+                   "parameter, e.g. fate). A device this machine lacks is an error."),
 ) -> int:
-    """Run a sweep; cells already in the store are skipped (resume and cache)."""
+    """Run a sweep; cells already in the store are skipped (resume and cache).
+
+    Without --executor and without a [run] executor in the spec, a sweep of at most
+    TINY_SWEEP_CELLS (4) cells runs serially: a worker pool's start-up (each worker imports
+    torch) costs more than so few cells usually gain."""
     from transferlab.sweep import load_spec, run_sweep
 
     limit = [] if max_cells is None else [f"run.max_cells={max_cells}"]
-    spec = load_spec(spec_path, overrides=[*set_, *limit])
-    with _Progress(spec.label) as progress:
+    placed = [] if device is None else [f"params.device={device}"]
+    spec = load_spec(spec_path, overrides=[*set_, *limit, *placed])
+    if executor is None and "executor" not in spec.run.model_fields_set and spec.cell_count() <= TINY_SWEEP_CELLS:
+        executor = "serial"
+    serial = (executor or spec.run.executor) == "serial"
+    with _limited_threads(threads) if serial else contextlib.nullcontext(), _Progress(spec.label) as progress:
         summary = run_sweep(spec, store, executor=executor, jobs=jobs, batch_size=batch_size,
                             retry_failed=retry_failed, force=force, address=address, threads_per_worker=threads,
                             progress=progress)
@@ -82,6 +101,37 @@ def run_command(
               f"see `transferlab status {summary.store}`; rerun with --retry-failed", file=sys.stderr)
         return 1
     return 0
+
+
+@contextlib.contextmanager
+def _limited_threads(threads: int) -> Iterator[None]:
+    """Run this process's torch and BLAS on ``threads`` threads, as a worker of the process executor
+    does, and restore them afterwards: on a shared machine, multithreaded small tensor operations spin
+    on busy cores (measured: a 3-cell fate sweep took 97 s with two threads against 14 s with one, at
+    load 9 on 2 cores). An ``OMP_NUM_THREADS`` the user set wins; torch reads the variables when it
+    is imported (here, usually later, by the experiment kind)."""
+    import os
+
+    from transferlab.sweep.executors import _THREAD_VARS
+
+    if "OMP_NUM_THREADS" in os.environ:
+        yield
+        return
+    saved = {var: os.environ.get(var) for var in _THREAD_VARS}
+    torch_threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
+    os.environ.update({var: str(threads) for var in _THREAD_VARS})
+    if torch_threads is not None:
+        sys.modules["torch"].set_num_threads(threads)
+    try:
+        yield
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+        if torch_threads is not None:
+            sys.modules["torch"].set_num_threads(torch_threads)
 
 
 @app.command("status")

@@ -1,8 +1,11 @@
 """``defrost``: how deep to transfer between correlated hidden-manifold tasks (Gerace et al. 2023).
 
-One cell is one (q, n_t, protocol, k, reinit_unfrozen) with ``instances`` seeds trained as one batched
-program, on a source/target pair of hidden-manifold tasks (:func:`transferlab.tasks.correlated_pair`,
-correlation q; docs/models/hidden_manifold.md).
+One cell is one (q, n_t, protocol, k, reinit_unfrozen) with ``instances`` seeds, on a source/target pair of
+hidden-manifold tasks (:func:`transferlab.tasks.correlated_pair`, correlation q; docs/models/hidden_manifold.md).
+The scratch, finetune and freeze cells of one (q, n_t) -- every k, both ``reinit_unfrozen`` settings and
+every replicate of a sweep, all else equal -- share a batch key and train as ONE stacked network
+(:func:`_run_stacked`): each cell's row equals the one it gets alone up to float rounding. Defrosting,
+the probe and the layerwise analysis run cell by cell, each cell's instances as one batched program.
 
 Tasks and seeding. The pair is drawn from a generator seeded by (spec seed, replicate, D, N, the task's
 nonlinearity) -- deliberately *not* by q: :func:`correlated_pair` draws the source first and the
@@ -126,12 +129,16 @@ class DefrostExperiment(Experiment):
     description = "Correlated hidden-manifold tasks: freeze-k, defrosting, scratch, probe; layerwise CKA/NO/II/ID."
 
     def batch_key(self, config: DefrostConfig) -> Hashable:  # type: ignore[override]
-        # a cell is already one batched program (its instances); cells run as separate tasks so that
-        # workers share them out (each loads the cached source network)
-        return config.model_dump_json()
+        # scratch / finetune / freeze cells that differ only in (protocol, k, reinit_unfrozen) train as one
+        # stack (_run_stacked); every other cell is one batched program of its own instances
+        if config.protocol in _STACKED:
+            return ("stacked", config.model_dump_json(exclude={"protocol", "k", "reinit_unfrozen"}))
+        return ("cell", config.model_dump_json())
 
     def run_batch(self, cells: Sequence[Cell]) -> list[dict[str, Any]]:
-        return [_run_cell(cell) for cell in cells]
+        stacked = [c for c in cells if c.config.protocol in _STACKED]  # type: ignore[attr-defined]
+        rows = dict(zip((id(c) for c in stacked), _run_stacked(stacked), strict=True)) if stacked else {}
+        return [rows[id(c)] if id(c) in rows else _run_cell(c) for c in cells]
 
     def analyze(self, table: ResultTable) -> Results:
         """Per setting (everything but q, n_t, protocol, k): the error against k per (n_t, q), k*, the
@@ -311,6 +318,100 @@ def _run_cell(cell: Cell) -> dict[str, Any]:
     settings = _settings(cfg, cfg.n_t)  # the transfer kind's step budgets -> epochs (same field names)
     return {"n_blocks": cfg.depth, "source_test_error": facts["test_error"],
             **protocol_row(cfg, source, data, settings, cell.torch_generator())}
+
+
+#: Protocols whose cells of one (q, n_t, setting) train as one stacked network (:func:`_run_stacked`).
+_STACKED = ("scratch", "finetune", "freeze")
+
+
+def _frozen_depth(cfg: DefrostConfig) -> int:
+    """Blocks a scratch / finetune / freeze cell keeps frozen (0 but for freeze)."""
+    return (cfg.k or 0) if cfg.protocol == "freeze" else 0
+
+
+def _run_stacked(cells: Sequence[Cell]) -> list[dict[str, Any]]:
+    """Rows of scratch / finetune / freeze cells that differ only in (protocol, k, reinit_unfrozen) and
+    the replicate, trained as ONE network whose instance axis stacks every cell's instances.
+
+    Each cell's network is built exactly as :func:`_run_cell` builds it (:func:`transfer_net` from its own
+    replicate's source with its own generator: redrawn blocks, then the new head), the networks are
+    stacked in order of frozen depth (:func:`stack_instances`), and one :func:`fit` trains them with
+    per-cell permutation groups (each cell's instances get the permutations its own generator draws
+    alone) and per-instance frozen blocks (instance i of a cell freezing k keeps blocks 1..k; fit's staged
+    forward caches each instance's frozen prefix, so the stack does the FLOPs of the cells run apart).
+    Early stopping and the kept weights are per instance, so each cell's result is the one it gets alone,
+    up to float rounding (stacked matmuls over other instance counts; the frozen features computed by
+    the stack, not per cell; tests/defrost/test_batched.py bounds it), and does not depend on which
+    other cells share the stack or their order. One cell alone is exactly :func:`_run_cell`.
+    """
+    import torch
+
+    from transferlab.nets.blocks import stack_instances
+    from transferlab.protocols.transfer import _features, transfer_net
+    from transferlab.train.loop import evaluate, fit
+
+    depths = [_frozen_depth(c.config) for c in cells]  # type: ignore[arg-type]
+    if depths != sorted(depths):  # ordered by frozen depth (stable), so fit's staged forward applies
+        order = sorted(range(len(cells)), key=lambda i: depths[i])
+        rows = _run_stacked([cells[i] for i in order])
+        return [rows[order.index(i)] for i in range(len(cells))]
+    first: DefrostConfig = cells[0].config  # type: ignore[assignment]
+    common = first.model_dump(exclude={"protocol", "k", "reinit_unfrozen"})
+    replicates: dict[tuple[int, int], tuple[TargetData, dict[str, torch.Tensor], dict[str, Any]]] = {}
+    nets, groups, frozen, parts = [], [], [], []
+    for cell in cells:
+        cfg: DefrostConfig = cell.config  # type: ignore[assignment]
+        if cfg.protocol not in _STACKED or cfg.model_dump(exclude={"protocol", "k", "reinit_unfrozen"}) != common:
+            raise ConfigError(f"cell {cell.key[:12]} cannot share a stack with cell {cells[0].key[:12]}: only "
+                              f"{', '.join(_STACKED)} cells differing in protocol, k and reinit_unfrozen stack")
+        if (cell.seed, cell.replicate) not in replicates:
+            pair = _pair(cell, cfg)
+            state, facts = _reference(cell, cfg, pair, "source")
+            replicates[(cell.seed, cell.replicate)] = (_target_data(cell, cfg, pair), state, facts)
+        data, state, _ = replicates[(cell.seed, cell.replicate)]
+        k = _frozen_depth(cfg)
+        generator = cell.torch_generator()
+        nets.append(transfer_net(_load(cfg, state, cfg.instances), k, data.out_features,
+                                 reinit_unfrozen=cfg.protocol == "scratch" or cfg.reinit_unfrozen, generator=generator))
+        groups.append((generator, cfg.instances))
+        frozen += [k] * cfg.instances
+        parts.append(data)
+    net = stack_instances(nets)
+    k_min = min(frozen)
+    net.freeze_first(k_min)
+
+    def split(name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        xs = [getattr(d, f"x_{name}") for d in parts]
+        if xs[0] is None:
+            return None
+        ys = [getattr(d, f"y_{name}") for d in parts]
+        shared = xs[0].ndim == len(net.input_shape) + 1 and ys[0].ndim == 1
+        if shared and all(x is xs[0] for x in xs) and all(y is ys[0] for y in ys):
+            return _features(net, xs[0], k_min), ys[0]  # one replicate's test set, shared by every instance
+        per = [(net_.batch_input(x), y.expand(net_.instances, *y.shape[-1:]))
+               for net_, x, y in zip(nets, xs, ys, strict=True)]
+        return _features(net, torch.cat([x for x, _ in per]), k_min), torch.cat([y for _, y in per])
+
+    settings = _settings(first, first.n_t)  # equal for every cell of the stack (same fields)
+    train, val, test = split("train"), split("val"), split("test")
+    assert train is not None and test is not None
+    record = fit(net, *train, settings=settings, generator=groups, val=val, start_block=k_min, frozen_blocks=frozen)
+    metrics = evaluate(net, *test, loss=parts[0].loss, start_block=k_min)
+    # the fields protocol_row gives a single run (a run is unconverged when its trainer says so or when
+    # validation never beat its initial weights)
+    bad = (~record.converged | ~record.improved).tolist()
+    errors, stops = metrics["error"].double().numpy(), record.stop_epoch.tolist()
+    rows, start = [], 0
+    for cell, (_, count) in zip(cells, groups, strict=True):
+        own = slice(start, start + count)
+        start += count
+        facts = replicates[(cell.seed, cell.replicate)][2]
+        unconverged = int(sum(bad[own]))
+        rows.append({"n_blocks": first.depth, "source_test_error": facts["test_error"], "k": frozen[own.start],
+                     "test_error": float(errors[own].mean()), "test_error_instances": [float(e) for e in errors[own]],
+                     "test_loss": float(metrics["loss"][own].mean()), "converged": unconverged == 0,
+                     "unconverged": unconverged, "stop_epoch_instances": [int(e) for e in stops[own]]})
+    return rows
 
 
 def layerwise_measures(net_a: BlockNet, net_b: BlockNet, x: torch.Tensor, *, knn_k: int = 10,

@@ -37,13 +37,14 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from transferlab.errors import ConfigError
 from transferlab.experiments.base import Cell, Experiment, ExperimentConfig, Results, ResultTable
-from transferlab.theory import fate as theory
 
 if TYPE_CHECKING:  # pragma: no cover
+    from types import ModuleType
+
     from matplotlib.figure import Figure
 
 __all__ = ["PROTOCOLS", "FateConfig", "FateExperiment"]
@@ -59,12 +60,19 @@ SPIKE_HALF_WIDTH = 0.05
 SLICE_THETAS = (math.pi / 8, math.pi / 4, 3 * math.pi / 8)
 #: The axes of one phase diagram; every other config field defines the setting it belongs to.
 _DIAGRAM_FIELDS = ("theta", "gamma", "instances")
+#: How a cell runs, not what it is: left out of the cell's identity (its key), of settings and of labels.
+_RUN_FIELDS = ("device",)
 #: Fields named in every setting's label; any other field is named only where it differs from its default.
 _LABEL_FIELDS = ("mode", "sigma", "d", "source_gamma")
 
 
 class FateConfig(ExperimentConfig):
-    """One cell of the ``fate`` experiment. Angles in radians (a spec's ``unit = "pi/2"`` converts)."""
+    """One cell of the ``fate`` experiment. Angles in radians (a spec's ``unit = "pi/2"`` converts).
+
+    ``device`` says where a simulation runs (``transferlab run --device cuda`` sets it); it is left out of
+    the cell's identity and of its stored config, since every device runs the same gradient descent on the
+    same data (drawn on the CPU), equal up to floating-point rounding.
+    """
 
     theta: float = Field(description="source-target angle, radians")
     gamma: float = Field(gt=0, description="target sample ratio; n = round(gamma d)")
@@ -84,6 +92,8 @@ class FateConfig(ExperimentConfig):
     weight_decay: float = Field(0.0, ge=0, description="weight decay of scratch training")
     rank: int | None = Field(None, ge=1, description="rank truncation of the frozen features")
     dtype: Literal["float64", "float32"] = Field("float64", description="training precision")
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:[0-9]+)?)$", exclude=True,
+                        description="where simulations run: cpu, cuda or cuda:k (not part of the cell's identity)")
 
     @model_validator(mode="after")
     def _consistent(self) -> FateConfig:
@@ -94,6 +104,19 @@ class FateConfig(ExperimentConfig):
         if self.n < 1 or (self.source_n is not None and self.source_n < 1):
             raise ValueError("gamma d and source_gamma d must round to at least one sample")
         return self
+
+    @field_validator("device")
+    @classmethod
+    def _device_exists(cls, device: str, info: ValidationInfo) -> str:
+        """A simulation's device must exist here: checked when the spec loads, before any store is touched."""
+        if device != "cpu" and info.data.get("mode") != "theory":
+            from transferlab.protocols import resolve_device
+
+            try:
+                resolve_device(device)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return device
 
     @property
     def n(self) -> int:
@@ -144,7 +167,7 @@ class FateExperiment(Experiment):
         are left out of every aggregate; their theory is kept, and the summary, the settings table
         and the figure captions say how many were excluded.
         """
-        fields = [f for f in FateConfig.model_fields if f not in _DIAGRAM_FIELDS]
+        fields = [f for f in FateConfig.model_fields if f not in _DIAGRAM_FIELDS + _RUN_FIELDS]
         settings = [_analyze_setting(rows) for rows in table.group_by(*fields).values()]
         agreement = [r for s in settings for r in s["agreement"]]
         summary: dict[str, Any] = {"parameter settings (grids of theta x gamma)": len(settings)}
@@ -173,6 +196,14 @@ class FateExperiment(Experiment):
         return {name: caption for name, caption, _ in _figure_plan(results)}
 
 
+def _theory() -> ModuleType:
+    """:mod:`transferlab.theory.fate`, imported on first use: it needs scipy, which a simulation-only run
+    never touches (``transferlab run`` stays free of it until a theory cell or the report asks)."""
+    from transferlab.theory import fate
+
+    return fate
+
+
 def _hashable(value: Any) -> Hashable:
     return tuple(value) if isinstance(value, (list, tuple)) else value
 
@@ -193,17 +224,17 @@ def cell_theory(cfg: FateConfig) -> dict[str, float]:
     """
     gamma, d = cfg.n / cfg.d, cfg.d
     gamma_s = None if cfg.source_n is None else cfg.source_n / d
-    r_sc = float(theory.scratch_risk(gamma, cfg.sigma, d))
+    r_sc = float(_theory().scratch_risk(gamma, cfg.sigma, d))
     args = (cfg.theta, cfg.n, d, cfg.sigma, cfg.ridge, cfg.layers, gamma_s, cfg.source_sigma)
     r_lt = r_sc - float(_theory_transferability("linear_transfer", *args))
     t_ft = float(_theory_transferability("finetune", *args))
     out: dict[str, float] = {}
     if "finetune" in cfg.protocols:  # the paper's uncorrected forms, beside the corrected one
         if gamma_s is None:
-            out["theory_T_finetune_eq15"] = float(theory.finetune_transferability(cfg.theta, gamma))
+            out["theory_T_finetune_eq15"] = float(_theory().finetune_transferability(cfg.theta, gamma))
         else:
             out["theory_T_finetune_eqC1"] = float(
-                theory.finetune_transferability_finite_source(cfg.theta, gamma, gamma_s, cfg.source_sigma, d)
+                _theory().finetune_transferability_finite_source(cfg.theta, gamma, gamma_s, cfg.source_sigma, d)
             )
     risks = {"scratch": r_sc, "linear_transfer": r_lt, "finetune": r_sc - t_ft}
     for p in cfg.protocols:
@@ -240,6 +271,7 @@ def _simulate(cells: Sequence[Cell], configs: Sequence[FateConfig]) -> list[dict
         weight_decay=cfg.weight_decay,
         rank=cfg.rank,
         return_training=True,
+        device=cfg.device,
     )
     rows: list[dict[str, Any]] = [{"converged": True} for _ in cells]
     for p, values in risks.items():
@@ -296,7 +328,8 @@ def _analyze_setting(rows: list[dict[str, Any]]) -> dict[str, Any]:
     ) + "".join(
         f"_{name}{_compact(first[name])}"
         for name, info in FateConfig.model_fields.items()
-        if name not in _DIAGRAM_FIELDS + _LABEL_FIELDS and _jsonable(first[name]) != _jsonable(info.get_default())
+        if name not in _DIAGRAM_FIELDS + _LABEL_FIELDS + _RUN_FIELDS
+        and _jsonable(first[name]) != _jsonable(info.get_default())
     )
     quantities = [f"risk_{p}" for p in protocols] + [
         f"T_{_SHORT[tx]}" for tx in _TRANSFERS if tx in protocols and "scratch" in protocols
@@ -367,7 +400,7 @@ def _analyze_setting(rows: list[dict[str, Any]]) -> dict[str, Any]:
                     "within_2se": float(np.mean(np.abs(z) <= 2.0)),
                 }
             )
-    setting = {k: first[k] for k in FateConfig.model_fields if k not in _DIAGRAM_FIELDS}
+    setting = {k: first[k] for k in FateConfig.model_fields if k not in _DIAGRAM_FIELDS + _RUN_FIELDS}
     setting.update(
         label=label, protocols=protocols, thetas=thetas, gammas=gammas, grids=grids, table=table,
         agreement=agreement, has_sim=has_sim, has_theory=has_theory, cells=len(rows), excluded=len(excluded),
@@ -516,7 +549,7 @@ _DIVERGENCE_CAPTION = _THEORY_ONLY + (
 
 def _finite_source_caption() -> str:
     angles = " and ".join(
-        f"{math.degrees(float(theory.finite_source_break_even_angle(gs, 0.2))):.1f}° (γ_s = {gs})"
+        f"{math.degrees(float(_theory().finite_source_break_even_angle(gs, 0.2))):.1f}° (γ_s = {gs})"
         for gs in _FINITE_SOURCES)
     return _THEORY_ONLY + (
         "Fine-tuning transferability T_ft (red: helps; blue: hurts) from a finite, noisy source (Appendix C, "
@@ -550,13 +583,13 @@ def _theory_transferability(tx: Protocol, theta: Any, n: Any, d: int, sigma: flo
     gamma = np.asarray(n, dtype=np.float64) / d
     if tx == "linear_transfer":
         if gamma_s is None:
-            r_lt = theory.linear_transfer_risk(theta, n, sigma, ridge)
+            r_lt = _theory().linear_transfer_risk(theta, n, sigma, ridge)
         else:
-            r_lt = theory.linear_transfer_risk_finite_source(theta, n, sigma, gamma_s, sigma_s, ridge, layers)
-        return theory.scratch_risk(gamma, sigma, d) - r_lt
+            r_lt = _theory().linear_transfer_risk_finite_source(theta, n, sigma, gamma_s, sigma_s, ridge, layers)
+        return _theory().scratch_risk(gamma, sigma, d) - r_lt
     if gamma_s is None:
-        return theory.finetune_transferability_corrected(theta, gamma, sigma, d, layers)
-    return theory.finetune_transferability_finite_source_corrected(theta, gamma, gamma_s, sigma_s, sigma, d, layers)
+        return _theory().finetune_transferability_corrected(theta, gamma, sigma, d, layers)
+    return _theory().finetune_transferability_finite_source_corrected(theta, gamma, gamma_s, sigma_s, sigma, d, layers)
 
 
 def _fine_axes(setting: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -695,8 +728,9 @@ def _ridge_figure() -> Figure:
     ax = fig.add_subplot()
     for theta, color in ((math.pi / 8, "tab:blue"), (math.pi / 4, "tab:orange")):
         label = f"θ = {math.degrees(theta):.1f}°"
-        ax.plot(lam, theory.linear_transfer_risk_ridge(theta, lam), color=color, label=f"eq. 13 (n → ∞), {label}")
-        ax.plot(lam, theory.linear_transfer_risk(theta, 250, 0.2, lam), "--", color=color, lw=1,
+        ax.plot(lam, _theory().linear_transfer_risk_ridge(theta, lam), color=color,
+                label=f"eq. 13 (n → ∞), {label}")
+        ax.plot(lam, _theory().linear_transfer_risk(theta, 250, 0.2, lam), "--", color=color, lw=1,
                 label=f"exact n = 250, σ = 0.2, {label}")
     ax.set_xlim(0.0, 0.5)
     ax.set_xlabel(r"ridge $\lambda$")
@@ -721,12 +755,13 @@ def _finite_source_figure() -> Figure:
     gammas = np.linspace(0.01, 0.99, 197)
     fig = Figure(figsize=(11, 4.3), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
-    values = [theory.finetune_transferability_finite_source(thetas[:, None], gammas, gs, 0.2) for gs in _FINITE_SOURCES]
+    values = [_theory().finetune_transferability_finite_source(thetas[:, None], gammas, gs, 0.2)
+              for gs in _FINITE_SOURCES]
     norm = diverging_norm(np.concatenate([v.ravel() for v in values]))
     for ax, gs, v in zip(axes, _FINITE_SOURCES, values):
         mesh = draw_map(ax, gammas, np.degrees(thetas), v, norm)
         zero_contour(ax, gammas, np.degrees(thetas), v, colors="k", linewidths=1.6, linestyles="--")
-        star = math.degrees(float(theory.finite_source_break_even_angle(gs, 0.2)))
+        star = math.degrees(float(_theory().finite_source_break_even_angle(gs, 0.2)))
         ax.axhline(60.0, color="0.4", lw=0.8, ls=":")
         ax.set_xlabel(r"$\gamma = n/d$")
         ax.set_title(f"T_ft, finite source gamma_s = {gs}, sigma_s = 0.2\nbreak-even {star:.1f} deg (dashed)",
@@ -742,8 +777,8 @@ def _divergence_figure() -> Figure:
     from matplotlib.figure import Figure
 
     thetas = np.linspace(0.0, math.pi, 361)
-    kl = theory.task_kl(thetas, 0.2)
-    t_lt = theory.linear_transferability(thetas, 0.5, 0.2)
+    kl = _theory().task_kl(thetas, 0.2)
+    t_lt = _theory().linear_transferability(thetas, 0.5, 0.2)
     fig = Figure(figsize=(12, 4), layout="constrained")
     left, right = fig.subplots(1, 2)
     left.plot(np.degrees(thetas), t_lt, color="tab:blue")
@@ -757,7 +792,7 @@ def _divergence_figure() -> Figure:
     left.set_title("KL is monotone in theta, transferability is not")
     points = right.scatter(kl, t_lt, c=np.degrees(thetas), cmap="viridis", s=6)
     marks = np.array([0.0, math.pi / 2, math.pi])
-    right.plot(theory.task_kl(marks, 0.2), theory.linear_transferability(marks, 0.5, 0.2), "ko", ms=5,
+    right.plot(_theory().task_kl(marks, 0.2), _theory().linear_transferability(marks, 0.5, 0.2), "ko", ms=5,
                label="θ = 0°, 90°, 180°")
     right.axhline(0.0, color="k", lw=0.8)
     right.set_xlabel("KL(p_s || p_t)")

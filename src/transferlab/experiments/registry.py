@@ -18,8 +18,10 @@ __all__ = ["register", "get_experiment", "available_experiments"]
 _BUILTIN: dict[str, str] = {
     "toy": "transferlab.experiments.toy:ToyExperiment",
     "fate": "transferlab.experiments.fate:FateExperiment",
+    "fate_relu": "transferlab.experiments.fate_relu:FateReluExperiment",
     "transfer": "transferlab.experiments.transfer:TransferExperiment",
     "defrost": "transferlab.experiments.defrost:DefrostExperiment",
+    "granularity": "transferlab.experiments.granularity:GranularityExperiment",
 }
 _REGISTERED: dict[str, type[Experiment]] = {}
 

@@ -21,9 +21,10 @@ Sources (``source``):
 - ``"module:<package.module>:<function>"``: a user's network; the function, called without arguments,
   returns ``(module, blocks, head)`` as :func:`transferlab.nets.from_module` takes them.
 
-Targets (``target``): a data set name of :func:`transferlab.tasks.load_dataset` (with ``target_labels``
-fine or coarse), or ``"npz:<path>"``: a ``.npz`` file with ``x_train``, ``y_train``, ``x_test``,
-``y_test`` (images ``(n, *input_shape)`` float, labels ``(n,)`` integers ``0..C-1``).
+Targets (``target``): a data set name of :func:`transferlab.tasks.load_dataset`, possibly a class subset
+such as ``"fashion_mnist[5,6,7,8,9]"`` (with ``target_labels`` fine or coarse), or ``"npz:<path>"``: a
+``.npz`` file with ``x_train``, ``y_train``, ``x_test``, ``y_test`` (images ``(n, *input_shape)`` float,
+labels ``(n,)`` integers ``0..C-1``).
 
 Protocols (:mod:`transferlab.protocols.transfer`): ``scratch`` (the source's architecture at random
 init), ``linear_probe`` (convex probe on the frozen features after block L, penalty ``l2``),
@@ -106,7 +107,7 @@ class TransferConfig(TargetTrainingConfig):
     """One cell of the ``transfer`` experiment (see the module docstring)."""
 
     source: str = Field(description="pretrained:<name> | trained:<data set> | module:<pkg.mod>:<function>")
-    target: str = Field("fashion_mnist", description="data set name or npz:<path>")
+    target: str = Field("fashion_mnist", description="data set name (a class subset: name[i,j,...]) or npz:<path>")
     target_labels: Literal["fine", "coarse"] = "fine"
     n: int = Field(ge=2, description="target training images per instance (class-balanced)")
     protocol: Protocol = "freeze"
@@ -119,10 +120,21 @@ class TransferConfig(TargetTrainingConfig):
 
     @model_validator(mode="after")
     def _known_source(self) -> TransferConfig:
+        from transferlab.tasks.images import split_dataset_name
+
         kind, _, rest = self.source.partition(":")
         if kind not in ("pretrained", "trained", "module") or not rest:
             raise ValueError(f"source must be pretrained:<name>, trained:<data set> or module:<pkg.mod>:<function>, "
                              f"got {self.source!r}")
+        # data set names (and class subsets, fashion_mnist[5,6,7]) are refused here, before any training
+        names = {"source": rest if kind == "trained" else None,
+                 "target": None if self.target.startswith("npz:") else self.target}
+        for field, name in names.items():
+            if name is not None:
+                try:
+                    split_dataset_name(name)
+                except ConfigError as err:
+                    raise ValueError(f"{field}: {err}") from None
         return self
 
 
@@ -508,8 +520,9 @@ def _analyze_pair(pair: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str,
                      "reinit": sorted((k, *v) for (p, k, reinit), v in entries.items() if p == "freeze" and reinit),
                      "scratch": entries.get(("scratch", 0, False)),
                      "probe": entries.get(("linear_probe", n_blocks, False))}
-        # redrawn blocks are not transfer (freeze k = 0 with reinit is training from scratch)
-        transfers = {f"{p} k={k}": v for (p, k, r), v in entries.items() if p != "scratch" and not r}
+        # redrawn blocks are not transfer (freeze k = 0 with reinit is training from scratch); sorted, so that an
+        # exact tie (errors are multiples of 1 / test images) goes to the smallest k, as it does for k*
+        transfers = {f"{p} k={k}": v for (p, k, r), v in sorted(entries.items()) if p != "scratch" and not r}
         k_star = min(curve, key=lambda c: c[1])[0] if curve else None
         row: dict[str, Any] = {"n": n, "k_star": k_star, "scratch_error": None, "best_error": None,
                                "best_protocol": None, "transferability": None, "transferability_se": None}
@@ -538,16 +551,28 @@ def _slug(text: str) -> str:
 def _figure_plan(results: Results) -> list[tuple[str, str, Any]]:
     plan = []
     pairs = results.data.get("pairs", [])
+    slugs: list[str] = []
     for pair in pairs:
+        slug = _slug(pair["label"])
+        slug = slug if slug not in slugs else f"{slug}_{len(slugs)}"  # labels cut to one slug stay apart
+        slugs.append(slug)
         if any(c["kept"] for c in pair["curves"].values()):
-            plan.append((f"transfer_error_vs_k_{_slug(pair['label'])}", _curve_caption(pair),
+            plan.append((f"transfer_error_vs_k_{slug}", _curve_caption(pair),
                          functools.partial(_curve_figure, pair)))
         if pair["defrost"]:
-            plan.append((f"transfer_defrost_{_slug(pair['label'])}",
+            plan.append((f"transfer_defrost_{slug}",
                          f"Incremental defrosting, {pair['label']}: test error after each stage, from all blocks frozen "
                          f"but the head (k = {pair['n_blocks']}, left) to all trained (k = 0, right); each stage continues "
                          "from the previous one's weights. One line per target size n; means over instances and "
                          "replicates.", functools.partial(_defrost_figure, pair)))
+    if any(row["k_star"] is not None for p in pairs for row in p["best"]):
+        plan.append(("transfer_k_star",
+                     "k*, the number of frozen source blocks with the lowest mean target test error (fine-tuning "
+                     "is k = 0, a new head on every frozen block is k = L), against the target size n, one line "
+                     "per source -> target pair (lines are offset vertically a little so that equal values stay "
+                     "visible). k* is the argmin of noisy means: depths within about 2 standard errors of it are "
+                     "not distinguished (see each pair's error-against-k figure).",
+                     functools.partial(_k_star_figure, pairs)))
     if any(row["transferability"] is not None for p in pairs for row in p["best"]):
         plan.append(("transfer_transferability",
                      "Transferability against target size n: scratch test error minus the best transfer protocol's "
@@ -611,6 +636,33 @@ def _defrost_figure(pair: dict[str, Any]) -> Figure:
     ax.set_xlabel("k, blocks still frozen (stages run left to right)")
     ax.set_ylabel("target test error")
     ax.set_title(f"incremental defrosting: {pair['label']}", fontsize=10)
+    legend_outside(ax)
+    fig.tight_layout()
+    return fig
+
+
+def _k_star_figure(pairs: list[dict[str, Any]]) -> Figure:
+    from matplotlib.figure import Figure
+
+    from transferlab.report.plots import legend_outside
+
+    fig = Figure(figsize=(7.5, 4.2))
+    ax = fig.add_subplot()
+    offsets = np.linspace(-0.12, 0.12, len(pairs)) if len(pairs) > 1 else [0.0]
+    for i, (pair, offset) in enumerate(zip(pairs, offsets, strict=True)):
+        rows = [r for r in pair["best"] if r["k_star"] is not None]
+        if rows:
+            ax.plot([r["n"] for r in rows], [r["k_star"] + offset for r in rows], "o-", color=f"C{i}",
+                    label=pair["label"])
+    ax.set_xscale("log")
+    sizes = sorted({r["n"] for p in pairs for r in p["best"]})
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.minorticks_off()
+    top = max(p["n_blocks"] for p in pairs)
+    ax.set_yticks(range(top + 1))
+    ax.set_ylim(-0.4, top + 0.4)
+    ax.set_xlabel("target training size n")
+    ax.set_ylabel("k*, blocks frozen")
     legend_outside(ax)
     fig.tight_layout()
     return fig

@@ -24,6 +24,7 @@ independently from the generator it is given (never the global RNG).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
@@ -33,7 +34,7 @@ from torch import nn
 from transferlab._checks import check_int
 from transferlab.errors import ConfigError, DataError
 
-__all__ = ["BatchedLinear", "BlockNet", "check_count", "reset_module"]
+__all__ = ["BatchedLinear", "BlockNet", "check_count", "reset_module", "stack_instances"]
 
 
 def check_count(name: str, value: object, minimum: int = 1) -> int:
@@ -191,3 +192,61 @@ class BlockNet(nn.Module):
         for block in self.blocks[self._check_k(k) :]:
             reset_module(block, generator)
         reset_module(self.head, generator)
+
+
+def stack_instances(nets: Sequence[BlockNet]) -> BlockNet:
+    """One :class:`BlockNet` whose instances are those of ``nets``, in order (equal architectures).
+
+    Net j with I_j instances contributes instances I_1 + ... + I_{j-1} .. I_1 + ... + I_j - 1 of the
+    result; every parameter and buffer is the concatenation along its leading instances axis, so
+    instance i of the stack computes exactly what its net's instance computed. The result is a deep
+    copy of ``nets[0]`` with the stacked tensors (the inputs are not modified) and ``instances`` =
+    sum I_j on the stack and on every submodule that records an int ``instances`` (BatchedLinear,
+    BatchedConv2d, StackedModule). A parameter requires gradients when it does in any net.
+
+    Raises:
+        ConfigError: no nets, a non-BlockNet, or nets that differ in module types, block names,
+            input shape, or the names or per-instance shapes of their parameters and buffers; or a
+            tensor without a leading instances axis (nothing to stack it along).
+    """
+    nets = list(nets)
+    if not nets:
+        raise ConfigError("stack_instances needs at least one network")
+    for j, net in enumerate(nets):
+        if not isinstance(net, BlockNet):
+            raise ConfigError(f"nets[{j}] must be a transferlab BlockNet, got {type(net).__name__}")
+    first = nets[0]
+
+    def layout(net: BlockNet) -> tuple:
+        modules = tuple((name, type(m).__name__) for name, m in net.named_modules())
+        tensors = tuple((name, tuple(t.shape[1:])) for name, t in [*net.named_parameters(), *net.named_buffers()])
+        return modules, tensors, net.block_names, net.input_shape
+
+    for j, net in enumerate(nets[1:], start=1):
+        if layout(net) != layout(first):
+            raise ConfigError(f"nets[{j}] differs from nets[0] in architecture (module types, block names, input "
+                              "shape or parameter shapes): only equal architectures stack")
+        for name, t in [*net.named_parameters(), *net.named_buffers()]:
+            if t.ndim == 0 or t.shape[0] != net.instances:
+                raise ConfigError(f"nets[{j}].{name} has shape {tuple(t.shape)}, no leading instances axis of "
+                                  f"{net.instances}: cannot stack it")
+    for name, t in [*first.named_parameters(), *first.named_buffers()]:
+        if t.ndim == 0 or t.shape[0] != first.instances:
+            raise ConfigError(f"nets[0].{name} has shape {tuple(t.shape)}, no leading instances axis of "
+                              f"{first.instances}: cannot stack it")
+    total = sum(net.instances for net in nets)
+    out = copy.deepcopy(first)
+    sources = [dict(net.named_modules()) for net in nets]
+    with torch.no_grad():
+        for name, module in out.named_modules():
+            for pname, p in list(module._parameters.items()):
+                if p is not None:
+                    parts = [src[name]._parameters[pname] for src in sources]
+                    module._parameters[pname] = nn.Parameter(torch.cat([q.detach() for q in parts]),
+                                                             requires_grad=any(q.requires_grad for q in parts))
+            for bname, b in list(module._buffers.items()):
+                if b is not None:
+                    module._buffers[bname] = torch.cat([src[name]._buffers[bname] for src in sources])
+            if isinstance(getattr(module, "instances", None), int):
+                module.instances = total
+    return out

@@ -136,7 +136,8 @@ class DeepLinear(nn.Module):
         """The feature map H = W_1 ... W_{L-1}, shape (instances, d, d) (identity when L = 1)."""
         w = self.weights
         if len(w) == 1:
-            return torch.eye(self.d, dtype=self.dtype).expand(self.instances, self.d, self.d).clone()
+            eye = torch.eye(self.d, dtype=self.dtype, device=w[0].device)
+            return eye.expand(self.instances, self.d, self.d).clone()
         h = w[0]
         for layer in w[1:-1]:
             h = torch.bmm(h, layer)

@@ -4,7 +4,8 @@ Public names:
 
 - :func:`pretrain`, :func:`scratch`, :func:`finetune`, :func:`linear_transfer`, :func:`teacher_risk`
   -- the protocols of paper 1 on batches of deep linear networks
-- :func:`simulate_fate`, :data:`PROTOCOLS` -- B cells x instances of paper 1's experiment in one call
+- :func:`simulate_fate`, :data:`PROTOCOLS` -- B cells x instances of paper 1's experiment in one call;
+  :func:`resolve_device` -- a device name checked to exist here
 - :func:`freeze_first_k`, :func:`incremental_defrost`, :func:`linear_probe_transfer`, :func:`lp_ft`,
   :func:`transfer_net`, :class:`TargetData`, :class:`TransferResult` -- model-agnostic protocols on any
   BlockNet (:mod:`transferlab.protocols.transfer`; its ``scratch`` and ``finetune`` are reached through that
@@ -17,6 +18,7 @@ from transferlab.protocols.fate import (
     finetune,
     linear_transfer,
     pretrain,
+    resolve_device,
     scratch,
     simulate_fate,
     teacher_risk,
@@ -34,6 +36,6 @@ from transferlab.protocols.transfer import (
 
 __all__ = [
     "PROTOCOLS", "LinearProbe", "TargetData", "TransferResult", "finetune", "freeze_first_k", "incremental_defrost",
-    "linear_probe", "linear_probe_transfer", "linear_transfer", "lp_ft", "pretrain", "scratch", "simulate_fate",
-    "teacher_risk", "transfer_net",
+    "linear_probe", "linear_probe_transfer", "linear_transfer", "lp_ft", "pretrain", "resolve_device", "scratch",
+    "simulate_fate", "teacher_risk", "transfer_net",
 ]

@@ -16,6 +16,7 @@ instances with a leading axis:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -33,6 +34,7 @@ __all__ = [
     "finetune",
     "linear_transfer",
     "pretrain",
+    "resolve_device",
     "scratch",
     "simulate_fate",
     "teacher_risk",
@@ -133,13 +135,15 @@ def linear_transfer(
         H = U[..., :rank] * S[..., None, :rank]  # (I, d, k): beta_hat = H a for the k-dim probe a
     F = X @ H
     n, k = F.shape[1], F.shape[2]
-    if ridge == 0:
+    if ridge == 0 and F.device.type == "cpu":
         coef = torch.linalg.lstsq(F, y[..., None], driver="gelsd").solution[..., 0]
+    elif ridge == 0:  # CUDA's lstsq has no rank-revealing driver; the pseudo-inverse is the same minimum-norm c
+        coef = (torch.linalg.pinv(F) @ y[..., None])[..., 0]
     elif n < k:
-        gram = F @ F.mT + n * ridge * torch.eye(n, dtype=F.dtype)
+        gram = F @ F.mT + n * ridge * torch.eye(n, dtype=F.dtype, device=F.device)
         coef = (F.mT @ torch.linalg.solve(gram, y[..., None]))[..., 0]
     else:
-        gram = F.mT @ F + n * ridge * torch.eye(k, dtype=F.dtype)
+        gram = F.mT @ F + n * ridge * torch.eye(k, dtype=F.dtype, device=F.device)
         coef = torch.linalg.solve(gram, (F.mT @ y[..., None]))[..., 0]
     return (H @ coef[..., None])[..., 0]
 
@@ -171,6 +175,7 @@ def simulate_fate(
     weight_decay: float = 0.0,
     rank: int | None = None,
     return_training: bool = False,
+    device: str | torch.device = "cpu",
 ) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], dict[str, GDResult]]:
     """Simulate paper 1's transfer protocols for B cells x ``instances`` deep linear networks.
 
@@ -181,6 +186,9 @@ def simulate_fate(
     sample (source_n, d) with noise ``source_sigma``. So a cell's results do not depend on which
     other cells share the call. As in the authors' code, the instances of a cell share beta_s,
     beta_t, the init and the pretrained network; only the target data differ.
+
+    Every draw is made on the CPU (so a cell's data do not depend on the device); the networks, the
+    data and all training then live on ``device``, and the results come back as CPU arrays/tensors.
 
     All B * instances networks are trained in one stacked tensor (instances axis of size
     B * instances) by :func:`~transferlab.train.train_gd` -- :func:`scratch` and :func:`finetune`
@@ -208,6 +216,7 @@ def simulate_fate(
             fine-tuning use none.
         rank: optional rank truncation of the frozen features in linear transfer.
         return_training: also return the gradient-descent record of every trained phase.
+        device: where the simulation's tensors live: ``"cpu"`` (default), ``"cuda"`` or ``"cuda:k"``.
 
     Returns:
         ``{protocol: risks}`` with risks = ||beta_hat - beta_t||^2 as a float64 array (B, instances);
@@ -216,7 +225,8 @@ def simulate_fate(
         ``"finetune"`` (fields of shape (B * instances,), cell-major).
 
     Raises:
-        ConfigError: invalid sizes, angles, noise levels, protocols, generators or knobs.
+        ConfigError: invalid sizes, angles, noise levels, protocols, generators or knobs, or a device
+            that this machine does not have.
         TrainingDiverged: GD diverged (the message says whether to lower ``lr`` or ``init_scale``).
     """
     d = check_int(d, "d", low=2)
@@ -247,6 +257,7 @@ def simulate_fate(
     if dtype not in (torch.float32, torch.float64):
         raise ConfigError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     rank = check_int(rank, "rank", low=1, high=d, optional=True)
+    device = resolve_device(device)
     settings = GDSettings(lr=lr, max_steps=max_steps, tol=tol)
     scratch_settings = GDSettings(lr=lr, max_steps=max_steps, tol=tol, weight_decay=weight_decay)
 
@@ -263,10 +274,11 @@ def simulate_fate(
             Xs, ys = linear_regression_data(pair.beta_s, source_n, source_sigma, generator)
             X_s.append(Xs)
             y_s.append(ys)
-    init = DeepLinear.from_weights([torch.cat(ws) for ws in zip(*(net.weights for net in inits), strict=True)])
-    X_t = torch.cat(X_t).to(dtype)
-    y_t = torch.cat(y_t).to(dtype)
-    beta_t_rows = torch.stack(beta_t).repeat_interleave(instances, dim=0)
+    init = DeepLinear.from_weights([torch.cat(ws).to(device) for ws in zip(*(net.weights for net in inits),
+                                                                            strict=True)])
+    X_t = torch.cat(X_t).to(device=device, dtype=dtype)
+    y_t = torch.cat(y_t).to(device=device, dtype=dtype)
+    beta_t_rows = torch.stack(beta_t).to(device).repeat_interleave(instances, dim=0)
 
     risks: dict[str, np.ndarray] = {}
     results: dict[str, GDResult] = {}
@@ -277,10 +289,11 @@ def simulate_fate(
         risks["scratch"] = teacher_risk(net.end_to_end().detach(), beta_t_rows)
     if "linear_transfer" in protocols or "finetune" in protocols:
         if source_n is None:
-            source, results["pretrain"] = pretrain(init, beta_s=torch.stack(beta_s).to(dtype), settings=settings)
-        else:
-            source, results["pretrain"] = pretrain(init, X=torch.cat(X_s).to(dtype), y=torch.cat(y_s).to(dtype),
+            source, results["pretrain"] = pretrain(init, beta_s=torch.stack(beta_s).to(device=device, dtype=dtype),
                                                    settings=settings)
+        else:
+            source, results["pretrain"] = pretrain(init, X=torch.cat(X_s).to(device=device, dtype=dtype),
+                                                   y=torch.cat(y_s).to(device=device, dtype=dtype), settings=settings)
         source = source.repeat_instances(instances)
         if "linear_transfer" in protocols:
             risks["linear_transfer"] = teacher_risk(linear_transfer(source, X_t, y_t, ridge, rank), beta_t_rows)
@@ -292,5 +305,30 @@ def simulate_fate(
         if missed and tol > 0:
             logger.warning("simulate_fate: %s: %d of %d runs stopped at max_steps=%d before excess <= %g",
                            phase, missed, result.converged.numel(), max_steps, tol)
-    out = {p: risks[p].numpy().reshape(cells, instances) for p in protocols}
-    return (out, results) if return_training else out
+    out = {p: risks[p].cpu().numpy().reshape(cells, instances) for p in protocols}
+    if not return_training:
+        return out
+    return out, {phase: GDResult(**{f.name: getattr(r, f.name).cpu() for f in dataclasses.fields(r)})
+                 for phase, r in results.items()}
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device`, checked to exist on this machine.
+
+    Raises:
+        ConfigError: an unknown device string, or a CUDA device where torch sees none (or fewer).
+    """
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:k'") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {str(device)!r} requested, but no CUDA device is available here "
+                              f"(torch {torch.__version__}, torch.cuda.is_available() is False); use device 'cpu'")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {str(device)!r} requested, but only {torch.cuda.device_count()} CUDA "
+                              "device(s) exist here")
+    elif resolved.type != "cpu":
+        raise ConfigError(f"device {str(device)!r} is not supported; use 'cpu', 'cuda' or 'cuda:k'")
+    return resolved

@@ -8,6 +8,8 @@ Public names:
 - :func:`load_dataset`, :class:`ImageDataset`, :class:`LabelHierarchy` -- real image data (MNIST, Fashion-MNIST,
   Animal-MNIST, digits, the 30-class union) with label hierarchies; :func:`class_balanced_subset` (see
   :mod:`transferlab.tasks.images`)
+- :func:`load_corpus`, :class:`TextCorpus`, :func:`encode`, :func:`decode` -- English prose and Python source as
+  byte-level token streams split by file (see :mod:`transferlab.tasks.text`)
 """
 
 from transferlab.tasks._random import RandomSource, standard_normal
@@ -18,6 +20,7 @@ from transferlab.tasks.images import (
     class_balanced_indices,
     class_balanced_subset,
     load_dataset,
+    split_dataset_name,
 )
 from transferlab.tasks.hidden_manifold import (  # correlated hidden-manifold tasks (see its module docstring)
     HiddenManifoldPair,
@@ -43,8 +46,26 @@ from transferlab.tasks.multiview import (  # hierarchical multi-view data and la
     multiview_features,
     random_label_map,
 )
+from transferlab.tasks.text import (  # byte-level text corpora (see its module docstring)
+    CORPUS_NAMES,
+    VOCAB_SIZE,
+    TextCorpus,
+    decode,
+    encode,
+    file_split,
+    load_corpus,
+    rest_prose,
+)
 
 __all__ = [
+    "CORPUS_NAMES",
+    "VOCAB_SIZE",
+    "TextCorpus",
+    "decode",
+    "encode",
+    "file_split",
+    "load_corpus",
+    "rest_prose",
     "LABEL_MAPS",
     "LabelMap",
     "MultiViewData",
@@ -73,6 +94,7 @@ __all__ = [
     "class_balanced_subset",
     "linear_regression_data",
     "load_dataset",
+    "split_dataset_name",
     "standard_normal",
     "teacher_pair",
 ]

@@ -37,6 +37,13 @@ an unreadable file or a missing package raises one-line :class:`~transferlab.err
 names the file or the package and the command that installs it. Pickled files are read with an
 unpickler that only rebuilds plain numpy arrays (any other class in the stream is refused).
 
+Class subsets. ``"<name>[i,j,...]"`` (for example ``"fashion_mnist[5,6,7,8,9]"``: sandal, shirt, sneaker,
+bag, ankle boot) is the data set restricted to the listed classes, given by their labels in the base data
+set and relabelled ``0, 1, ...`` in the order listed (:meth:`ImageDataset.select_classes`); its hierarchy
+keeps the coarse classes that still have a member. Two disjoint subsets of one data set make a pair of
+related tasks in one domain (the real-data analogue of the defrosting experiments,
+``docs/models/defrost.md``).
+
 Loading is cached per process (by name and root): the returned arrays are shared and read-only; copy
 them (``x.copy()``, or ``torch.tensor(x)``) before modifying them in place.
 """
@@ -48,6 +55,7 @@ import hashlib
 import importlib
 import io
 import pickle
+import re
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -72,6 +80,7 @@ __all__ = [
     "class_balanced_indices",
     "class_balanced_subset",
     "load_dataset",
+    "split_dataset_name",
 ]
 
 
@@ -211,6 +220,40 @@ class ImageDataset:
     def image_shape(self) -> tuple[int, int, int]:
         """``(channels, height, width)`` of one image."""
         return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    def select_classes(self, classes: Sequence[int]) -> ImageDataset:
+        """The images of the listed classes only, relabelled ``0..len(classes)-1`` in the order listed.
+
+        ``classes`` are labels of this data set (at least 2, distinct). The name becomes
+        ``"<name>[i,j,...]"``; the hierarchy keeps the coarse classes that still have a member, renumbered
+        in their original order (None if this data set has none).
+
+        Raises:
+            ConfigError: fewer than 2 classes, a repeated class, or a label outside ``0..n_classes-1``.
+        """
+        picked = [check_int(c, f"{self.name}: class", low=0, high=self.n_classes - 1) for c in classes]
+        if len(picked) < 2:
+            raise ConfigError(f"{self.name}: a class subset needs at least 2 classes, got {picked}")
+        if len(set(picked)) != len(picked):
+            raise ConfigError(f"{self.name}: class subset {picked} repeats a class")
+        relabel = np.full(self.n_classes, -1, dtype=np.int64)
+        relabel[picked] = np.arange(len(picked))
+        train, test = relabel[self.y_train], relabel[self.y_test]
+        hierarchy = None
+        if self.hierarchy is not None:
+            coarse = self.hierarchy.fine_to_coarse[picked]
+            kept = np.unique(coarse)
+            hierarchy = LabelHierarchy(fine_to_coarse=np.searchsorted(kept, coarse),
+                                       coarse_classes=tuple(self.hierarchy.coarse_classes[c] for c in kept))
+        return ImageDataset(
+            name=f"{self.name}[{','.join(map(str, picked))}]",
+            x_train=_frozen(self.x_train[train >= 0]),
+            y_train=_frozen(train[train >= 0]),
+            x_test=_frozen(self.x_test[test >= 0]),
+            y_test=_frozen(test[test >= 0]),
+            classes=tuple(self.classes[c] for c in picked),
+            hierarchy=hierarchy,
+        )
 
     def coarse(self) -> ImageDataset:
         """The same images labelled by their coarse classes (raises :class:`ConfigError` without a hierarchy)."""
@@ -588,8 +631,41 @@ _LOADERS: dict[str, Callable[[Path | None], ImageDataset]] = {
 }
 
 
+#: ``"<name>[i,j,...]"``: a class subset of a data set.
+_SUBSET = re.compile(r"^(?P<base>[a-z_]+)\[(?P<classes>[^\]]*)\]$")
+
+
+def split_dataset_name(name: str) -> tuple[str, tuple[int, ...] | None]:
+    """A data set name as :func:`load_dataset` takes it, split into the base name and its class subset:
+    ``"fashion_mnist[5, 6]"`` -> ``("fashion_mnist", (5, 6))``, ``"mnist"`` -> ``("mnist", None)``.
+
+    Checks everything but the labels' range (which needs the data): the base is one of
+    :data:`DATASET_NAMES` and a subset lists at least 2 distinct labels.
+
+    Raises:
+        ConfigError: unknown base name, or a malformed, too short or repeating class list.
+    """
+    match = _SUBSET.match(name)
+    if match is None:
+        if "[" in name or "]" in name:
+            raise ConfigError(f"data set {name!r}: a class subset is written <name>[i,j,...], "
+                              "e.g. fashion_mnist[5,6,7]")
+        return check_choice(name, "data set", DATASET_NAMES), None
+    base = check_choice(match["base"], "data set", DATASET_NAMES)
+    words = [w.strip() for w in match["classes"].split(",")]
+    if not all(w.isdigit() for w in words):
+        raise ConfigError(f"data set {name!r}: classes in [...] must be comma-separated labels 0, 1, ...")
+    classes = tuple(int(w) for w in words)
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        raise ConfigError(f"data set {name!r}: a class subset needs at least 2 distinct classes")
+    return base, classes
+
+
 @cache
 def _load(name: str, root: Path | None) -> ImageDataset:
+    base, classes = split_dataset_name(name)
+    if classes is not None:
+        return _load(base, root).select_classes(classes)
     if name == _COMBINED:
         return _load_combined()
     return _LOADERS[name](root)
@@ -600,7 +676,8 @@ def load_dataset(name: str, *, root: str | Path | None = None) -> ImageDataset:
 
     Args:
         name: ``"mnist"``, ``"fashion_mnist"``, ``"animal_mnist"``, ``"digits"`` or
-            ``"mnist_fashion_animal"`` (see the module docstring for sizes, splits and hierarchies).
+            ``"mnist_fashion_animal"`` (see the module docstring for sizes, splits and hierarchies), or one
+            of them followed by a class subset ``[i,j,...]`` (:meth:`ImageDataset.select_classes`).
         root: a directory that holds the data set's files under their installed names, instead of the
             installed package (not accepted for ``"mnist_fashion_animal"``, which reads the installed three).
 
@@ -611,9 +688,11 @@ def load_dataset(name: str, *, root: str | Path | None = None) -> ImageDataset:
         DataError: the package is not installed (the message gives the install command), or a file is
             unreadable or fails its checksum (the message names the file).
     """
-    check_choice(name, "data set", DATASET_NAMES)
+    base, classes = split_dataset_name(name)
+    if classes is not None:
+        name = f"{base}[{','.join(map(str, classes))}]"  # one cache entry per subset, however it was spaced
     if root is not None:
-        if name == _COMBINED:
+        if base == _COMBINED:
             raise ConfigError(f"{_COMBINED} reads the installed data sets; root is not accepted")
         root = Path(root).expanduser().resolve()
     return _load(name, root)

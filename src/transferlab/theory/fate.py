@@ -20,7 +20,9 @@ Invalid input raises :class:`~transferlab.errors.ConfigError` (e.g. ``gamma == 1
 scratch risk diverges, ``n <= 2`` for the unregularised probe, ``sigma < 0``).
 
 Where a keyword ``d`` is accepted, ``d=None`` gives the proportional limit ``n, d -> inf`` at fixed
-``gamma`` and an integer ``d`` gives the exact Gaussian finite-size expectation with ``n = gamma d``.
+``gamma`` and an integer ``d`` gives the exact Gaussian finite-size expectation with ``n = gamma d``
+(for the balancedness-corrected fine-tuning formulas: the plug-in or second-order values their
+docstrings state).
 """
 
 from __future__ import annotations
@@ -347,7 +349,8 @@ def _balancedness_root(a: FloatArray, b: FloatArray, layers: int) -> FloatArray:
 
 
 def finetune_transferability_corrected(
-    theta: ArrayLike, gamma: ArrayLike, sigma: ArrayLike, d: int | None = None, layers: int = 2
+    theta: ArrayLike, gamma: ArrayLike, sigma: ArrayLike, d: int | None = None, layers: int = 2,
+    plug_in: bool = False,
 ) -> FloatArray:
     """Fine-tuning transferability with the balancedness scale ``c`` (correction to eq. 15).
 
@@ -358,13 +361,82 @@ def finetune_transferability_corrected(
     which reduces to eq. (15) at ``sigma = 0`` (``c = 1``). Example: ``sigma = 0.2, gamma = 0.5``:
     ``c = 1.013``, ``theta* = 59.6 deg``.
 
+    At finite ``d`` each data draw has its own ``c_i = c(a_i, b_i)`` (``a_i = ||(I-P) beta_s||^2``,
+    ``b_i = ||X^+ y||^2``) and ``T_i = 2 c_i <(I-P) beta_s, beta_t> - c_i^2 a_i`` is not linear in the
+    draw, so the expected moments plugged into ``c`` (``plug_in=True``) miss an ``O(1/d)`` term
+    (-0.17/d at ``theta = pi/4, gamma = 0.5, sigma = 0.2``). By default, with ``d``, that term is added:
+    the second-order (delta-method) expansion of ``E T_i`` over the exact finite-``d`` covariances of
+    ``a_i``, ``b_i`` and the overlap (Haar row space, inverse-Wishart noise moments), error
+    ``O(d^-2)``; derived in docs/derivations/finetune_finite_d.md. The expansion needs the fourth
+    inverse-Wishart moment, finite for ``d - n > 3`` and growing without bound as ``d - n -> 3``, so it is
+    applied for ``n <= d - 4`` (every integer ``n`` where it exists); for ``d - 4 < n < d`` the plug-in
+    value is returned (there ``|T| <= 2 (1 - n/d) c`` is small, and the spike region is left out of
+    comparisons anyway).
+
     Args:
         theta: angle (radians); gamma: target ratio (> 0, != 1); sigma: noise (>= 0); broadcast.
-        d: dimension (plug-in finite-size ``a``, ``b``) or ``None``. layers: depth ``L >= 2``.
+        d: dimension (finite-size expectation, see above) or ``None`` (proportional limit).
+        layers: depth ``L >= 2``.
+        plug_in: with ``d``, return the plug-in value ``T(E a, E b)`` without the ``O(1/d)`` term.
     """
     c = balancedness_scale(gamma, sigma, d, layers)
-    th, g, c = np.broadcast_arrays(_array("theta", theta), _positive("gamma", gamma), c)
-    return np.maximum(0.0, 1.0 - g) * (2.0 * c * np.cos(th) - c**2)
+    th, g, c, s = np.broadcast_arrays(_array("theta", theta), _positive("gamma", gamma), c,
+                                      _nonnegative("sigma", sigma))
+    t = np.maximum(0.0, 1.0 - g) * (2.0 * c * np.cos(th) - c**2)
+    if d is None or plug_in:
+        return t
+    return t + _finetune_second_order(th, g * d, d, s, c**2, layers)
+
+
+def _finetune_second_order(theta: FloatArray, n: FloatArray, d: int, sigma: FloatArray, x: FloatArray,
+                           layers: int) -> FloatArray:
+    """The ``O(1/d)`` term of ``E T_i - T(E a, E b)`` (docs/derivations/finetune_finite_d.md).
+
+    ``T(a, u, b) = 2 c u - c^2 a`` with ``x = c^2`` the root of ``x^p - a x - b`` (``p = L/(L-1)``),
+    expanded to second order around ``(E a, E u, E b)``::
+
+        E T - T(E a, E u, E b) = (1/2) sum_ij T_ij Cov(z_i, z_j),     z = (a, u, b)
+
+    where ``u = <(I-P) beta_s, beta_t>``, ``b = 1 - a_t + 2 w + m`` (``a_t = ||(I-P) beta_t||^2``,
+    ``w = <beta_t, X^+ eps>``, ``m = ||X^+ eps||^2``). With ``k = d - n`` and
+    ``B = k n / (d (d-1) (d+2))`` (second moments of a Haar projection of rank ``k``)::
+
+        Var a = Var a_t = 2 B (1 - 1/d),   Cov(a, a_t) = 2 B (cos^2 - 1/d),
+        Cov(u, a) = Cov(u, a_t) = 2 B cos (1 - 1/d),
+        Var w = sigma^2 n / (d (k - 1)),    Var m = 2 sigma^4 n (d - 1) / ((k - 1)^2 (k - 3))
+
+    (``w`` and ``m`` are uncorrelated with the rest). Zero where ``n > d - 4`` (see the caller).
+    Shapes: all arguments broadcast (already broadcast by the caller); returns their shape.
+    """
+    ok = n <= d - 4
+    k = np.where(ok, d - n, 4.0)  # placeholder 4 keeps the masked entries finite
+    nn = np.where(ok, n, 1.0)
+    cos = np.cos(theta)
+    a = k / d
+    u = a * cos
+    p = layers / (layers - 1)
+    # implicit derivatives of the root x(a, b) of G = x^p - a x - b
+    D = p * x ** (p - 1) - a
+    xa, xb = x / D, 1.0 / D
+    curv = p * (p - 1) * x ** (p - 2)
+    Da, Db = curv * xa - 1.0, curv * xb
+    xaa, xab, xbb = xa * (1.0 - Da) / D, -Da * xb / D, -Db * xb / D
+    c = np.sqrt(x)
+    ca, cb = xa / (2 * c), xb / (2 * c)
+    caa = xaa / (2 * c) - xa**2 / (4 * c**3)
+    cab = xab / (2 * c) - xa * xb / (4 * c**3)
+    cbb = xbb / (2 * c) - xb**2 / (4 * c**3)
+    t_aa = 2 * caa * u - xaa * a - 2 * xa
+    t_ab = 2 * cab * u - xab * a - xb
+    t_bb = 2 * cbb * u - xbb * a
+    t_ua, t_ub = 2 * ca, 2 * cb
+    B = k * nn / (d * (d - 1.0) * (d + 2.0))
+    var_a = 2 * B * (1 - 1 / d)
+    cov_a_at = 2 * B * (cos**2 - 1 / d)
+    cov_u_a = 2 * B * cos * (1 - 1 / d)
+    var_b = var_a + 4 * sigma**2 * nn / (d * (k - 1)) + 2 * sigma**4 * nn * (d - 1) / ((k - 1) ** 2 * (k - 3))
+    term = 0.5 * (t_aa * var_a + t_bb * var_b) - t_ab * cov_a_at + t_ua * cov_u_a - t_ub * cov_u_a
+    return np.where(ok, term, 0.0)
 
 
 def finetune_break_even_angle(gamma: ArrayLike, sigma: ArrayLike = 0.0, layers: int = 2) -> FloatArray:

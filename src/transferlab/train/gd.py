@@ -21,18 +21,32 @@ Two gradient paths compute the same dL/dW_l:
   subspace; the cost per instance and step is O(r^2) for L = 2 with n < d, O(r d + (L - 2) d^2)
   in general, instead of O(L d^2).
 - ``"autograd"``: the plain reference, autograd through the layer-by-layer forward pass.
+
+For L = 2 on the end-to-end path the loop is fused (``GDSettings.fused``, the default): blocks of
+``check_every`` steps run without per-step bookkeeping (no masks, no step counters, no host
+synchronisation; about ten tensor operations a step, :func:`_two_layer_steps`), recording every step's
+excess loss. After a block, an instance whose excess first fell to <= tol at block step j is rewound
+to the block's start and replays exactly j steps, so the stopping rule, the step counts and the
+weights are those of the step-by-step loop (``fused=False``), up to floating-point rounding. Once
+half the batch has stopped, the rest continue as a smaller batch. For large reduced states
+(r k >= 256^2) the rank-one updates of a block are deferred and applied as one matrix product
+(:func:`_two_layer_steps_deferred`: two reads of M per step instead of two reads and a write).
+
+Every tensor is created on the network's device: the trainer runs wherever ``net`` and
+``objective`` live (CPU or CUDA).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import torch
 
 from transferlab._checks import check_choice, check_int, check_real
-from transferlab.errors import DataError, TrainingDiverged
+from transferlab.errors import ConfigError, DataError, TrainingDiverged
 from transferlab.nets import DeepLinear
 from transferlab.train.objectives import LeastSquaresObjective, _bvm
 
@@ -63,7 +77,11 @@ class GDSettings:
         tol: stop an instance once L - min L <= tol (>= 0; 0 never stops early in practice).
         weight_decay: wd >= 0, added as wd * W_l to every layer's gradient.
         gradient: ``"end_to_end"`` (fast, exact) or ``"autograd"`` (reference).
-        check_every: steps between the (synchronising) divergence and all-stopped checks.
+        check_every: steps between the (synchronising) divergence and all-stopped checks; for the
+            fused loop, the block length.
+        fused: L = 2 on the end-to-end path only: run blocks of ``check_every`` steps with the stop
+            rule applied exactly afterwards (module docstring); False runs the step-by-step loop
+            (the same GD, one masked step at a time).
     """
 
     lr: float | None = None
@@ -72,6 +90,7 @@ class GDSettings:
     weight_decay: float = 0.0
     gradient: Literal["end_to_end", "autograd"] = "end_to_end"
     check_every: int = 50
+    fused: bool = True
 
     def __post_init__(self) -> None:
         check_real(self.lr, "lr", low=0.0, low_open=True, optional=True)
@@ -80,6 +99,8 @@ class GDSettings:
         check_real(self.tol, "tol", low=0.0)
         check_real(self.weight_decay, "weight_decay", low=0.0)
         check_choice(self.gradient, "gradient", ("end_to_end", "autograd"))
+        if not isinstance(self.fused, bool):
+            raise ConfigError(f"fused must be a bool, got {self.fused!r}")
 
 
 @dataclass(frozen=True)
@@ -127,7 +148,7 @@ class _EndToEndStepper:
         weights = [w.detach() for w in net.weights]
         basis = objective.basis
         self.null_part: torch.Tensor | None = None
-        self.null_scale = torch.ones(net.instances, dtype=net.dtype)
+        self.null_scale = torch.ones(net.instances, dtype=net.dtype, device=weights[0].device)
         self.hidden_basis: torch.Tensor | None = None
         if basis is not None:
             first = basis @ weights[0]
@@ -237,10 +258,11 @@ def train_gd(
             f"objective (instances={objective.instances}, d={objective.d}, {objective.dtype}) does not match "
             f"net (instances={net.instances}, d={net.d}, {net.dtype})"
         )
+    device = net.weights[-1].device
     if settings.lr is None:
         lr = _AUTO_STEP / objective.curvature
     else:
-        lr = torch.full((net.instances,), settings.lr, dtype=torch.float64)
+        lr = torch.full((net.instances,), settings.lr, dtype=torch.float64, device=device)
     lr_work = lr.to(net.dtype)
     with torch.no_grad():
         stepper: _Stepper
@@ -248,30 +270,194 @@ def train_gd(
             stepper = _EndToEndStepper(net, objective, settings.weight_decay)
         else:
             stepper = _AutogradStepper(net, objective, settings.weight_decay)
-        active = torch.ones(net.instances, dtype=torch.bool)
-        steps = torch.zeros(net.instances, dtype=torch.int64)
         excess = stepper.evaluate()
         limit = _DIVERGENCE_FACTOR * (1.0 + excess.to(torch.float64).clamp(min=0.0))
         step_scale = lr * objective.curvature.to(torch.float64)  # lr * lambda_max, to name a divergence's cause
         start_p = _layer_preconditioner(net)
-        for step in range(settings.max_steps):
-            if step:
-                excess = stepper.evaluate()
-            active &= excess > settings.tol
-            if step % settings.check_every == 0:
-                _check_divergence(excess, limit, lr, step_scale, start_p, step)
-                if not bool(active.any()):
-                    break
-            steps += active
-            stepper.apply(lr_work * active)
+
+        def check(values: torch.Tensor, step: int) -> None:
+            _check_divergence(values, limit, lr, step_scale, start_p, step)
+
+        if settings.fused and isinstance(stepper, _EndToEndStepper) and net.layers == 2:
+            steps = _train_two_layer_fused(stepper, lr_work, settings, check)
+        else:
+            active = torch.ones(net.instances, dtype=torch.bool, device=device)
+            steps = torch.zeros(net.instances, dtype=torch.int64, device=device)
+            for step in range(settings.max_steps):
+                if step:
+                    excess = stepper.evaluate()
+                active &= excess > settings.tol
+                if step % settings.check_every == 0:
+                    check(excess, step)
+                    if not bool(active.any()):
+                        break
+                steps += active
+                stepper.apply(lr_work * active)
         excess = stepper.evaluate().to(torch.float64)
-        _check_divergence(excess, limit, lr, step_scale, start_p, int(steps.max()))
+        check(excess, int(steps.max()))
         stepper.finish()
     converged = excess <= settings.tol
     if not bool(converged.all()) and settings.tol > 0:
         logger.debug("GD: %d of %d instances did not reach excess <= %g in %d steps",
                      int((~converged).sum()), net.instances, settings.tol, settings.max_steps)
     return GDResult(steps=steps, converged=converged, excess=excess, lr=lr)
+
+
+def _two_layer_steps(M: torch.Tensor, w: torch.Tensor, objective: LeastSquaresObjective, eta2: torch.Tensor,
+                     excess: torch.Tensor, weight_decay: float) -> None:
+    """Run ``eta2.shape[0]`` GD steps of an L = 2 net in reduced coordinates, in place, unmasked.
+
+    State (see :class:`_EndToEndStepper`): M = Q W_1 [B] (I, r, k) and w = [B^T] w_2 (I, k); the
+    predictor's coordinates are v = M w (I, r). Step j, with eta_j = ``eta2[j] / 2`` (I,):
+        delta = v - b*,  h = lambda * delta  (dL/dv = 2 h),  excess[j] = delta . h,
+        M <- (1 - wd eta_j) M - eta_j (2 h) w^T,   w <- (1 - wd eta_j) w - eta_j M_old^T (2 h),
+    the gradients dL/dM = (2 h) w^T and dL/dw = M^T (2 h) of L(M w). ``excess[j]`` (I,) receives the
+    excess loss before update j. Frozen instances have eta = 0 and stay exactly where they are.
+    """
+    instances, r, k = M.shape
+    # every view and buffer made once: a step is then ten kernel calls on (I, 1, .) rows
+    lam, target = objective.eigenvalues[:, None, :], objective.target[:, None, :]
+    w_row, M_t = w[:, None, :], M.mT  # views: they follow the in-place updates of w and M
+    delta = torch.empty(instances, 1, r, dtype=M.dtype, device=M.device)
+    h = torch.empty_like(delta)
+    u = torch.empty(instances, 1, k, dtype=M.dtype, device=M.device)
+    records = excess[:, :, None].unbind(0)  # (I, 1) each
+    etas = eta2[:, :, None, None].unbind(0)  # (I, 1, 1) each
+    for j, step in enumerate(etas):
+        torch.bmm(w_row, M_t, out=delta)  # the (1 x k)(k x r) form is the fastest batched product here
+        delta.sub_(target)
+        torch.mul(lam, delta, out=h)
+        torch.sum(delta.mul_(h), -1, out=records[j])
+        torch.bmm(h, M, out=u)  # M^T h
+        w_old = w_row
+        if weight_decay:
+            shrink = 1.0 - (0.5 * weight_decay) * step
+            M.mul_(shrink)
+            w_old = w_row.clone()
+            w_row.mul_(shrink)
+        M.addcmul_(h.mul_(step).mT, w_old, value=-1.0)
+        w_row.addcmul_(u, step, value=-1.0)
+
+
+def _two_layer_steps_deferred(M: torch.Tensor, w: torch.Tensor, objective: LeastSquaresObjective,
+                              eta2: torch.Tensor, excess: torch.Tensor, weight_decay: float) -> None:
+    """:func:`_two_layer_steps` without weight decay, with the rank-one updates of M deferred.
+
+    Within the call, M stays at its entry value M_0 and the updates collect in the rows of
+    G (I, m, r) (row j = eta_j (2 h_j)) and V (I, m, k) (row j = w_j before step j), so the current
+    M_j = M_0 - G_{<j}^T V_{<j}. The two matrix-vector products of a step then read M_0 once each
+    and the pending rank-j part costs O((r + k) j); the outer-product pass of every step (a read and
+    a write of M) becomes one (r x m)(m x k) matrix product at the end. Same GD, other rounding.
+    ``weight_decay`` is taken for the kernels' common signature and must be 0 (:func:`_steps_kernel`).
+    """
+    lam, target = objective.eigenvalues, objective.target
+    m = eta2.shape[0]
+    G = torch.empty(M.shape[0], m, M.shape[1], dtype=M.dtype, device=M.device)
+    V = torch.empty(M.shape[0], m, M.shape[2], dtype=M.dtype, device=M.device)
+    for j in range(m):
+        delta = _bvm(w, M.mT)  # (I, r): M_0 w
+        if j:
+            delta.sub_(_bvm(_bvm(w, V[:, :j].mT), G[:, :j]))  # - G^T (V w)
+        delta.sub_(target)
+        h = lam * delta
+        torch.sum(delta.mul_(h), -1, out=excess[j])
+        u = _bvm(h, M)  # (I, k): M_0^T h
+        if j:
+            u.sub_(_bvm(_bvm(h, G[:, :j].mT), V[:, :j]))  # - V^T (G h)
+        step = eta2[j][:, None]
+        torch.mul(h, step, out=G[:, j])
+        V[:, j].copy_(w)
+        w.addcmul_(u, step, value=-1.0)
+    M.baddbmm_(G.mT, V, alpha=-1.0)
+
+
+#: Smallest r * k (per-instance size of M) from which deferring the rank-one updates pays: below it the
+#: extra small products of :func:`_two_layer_steps_deferred` cost more than the outer-product pass saved.
+_DEFER_MIN_SIZE = 256 * 256
+
+
+def _steps_kernel(M: torch.Tensor, weight_decay: float) -> Callable[..., None]:
+    """The block kernel for M (I, r, k): deferred updates for large M without weight decay, else per step."""
+    if not weight_decay and M.shape[1] * M.shape[2] >= _DEFER_MIN_SIZE:
+        return _two_layer_steps_deferred
+    return _two_layer_steps
+
+
+def _train_two_layer_fused(stepper: _EndToEndStepper, lr: torch.Tensor, settings: GDSettings,
+                           check: Callable[[torch.Tensor, int], None]) -> torch.Tensor:
+    """The fused GD loop of an L = 2 ``stepper`` (module docstring); returns the steps per instance.
+
+    Blocks of ``check_every`` steps run unmasked (:func:`_steps_kernel`) from a saved state. An
+    instance still training whose recorded excess first satisfies excess <= tol at block step j is
+    restored to the block's start and replays exactly j steps alone; the step-by-step loop stops it
+    at that same step. Divergence is checked on every recorded step, up to each instance's stop.
+    Once at most half of the working set still trains, the stopped instances are written back and
+    the rest continue as a smaller batch (instances never interact, so this changes no number).
+    """
+    M_all, w_all = stepper.weights[0], stepper.weights[1][..., 0]  # w_all is a view into the weights
+    objective, wd = stepper.objective, stepper.weight_decay
+    instances, device = M_all.shape[0], M_all.device
+    steps = torch.zeros(instances, dtype=torch.int64, device=device)
+    rows = torch.arange(instances, device=device)  # the working set, as indices into all instances
+    M, w, work, lr_rows = M_all, w_all, objective, lr  # at first the working set is everything, in place
+    active = torch.ones(instances, dtype=torch.bool, device=device)  # over the working set
+    kernel = _steps_kernel(M_all, wd)
+    done = 0
+    while done < settings.max_steps:
+        block = min(settings.check_every, settings.max_steps - done)
+        eta2 = (2.0 * lr_rows * active).expand(block, rows.numel())
+        saved = M.clone(), w.clone()
+        recorded = torch.empty(block, rows.numel(), dtype=M.dtype, device=device)
+        kernel(M, w, work, eta2, recorded, wd)
+        hit = (recorded <= settings.tol) & active  # (block, working set)
+        first = (hit.cumsum(0) == 0).sum(0)  # steps before the first hit (block if none) = steps applied
+        live = (torch.arange(block, device=device)[:, None] <= first) & active  # an instance's own steps
+        worst = torch.zeros(instances, dtype=torch.float64, device=device)
+        worst[rows] = torch.where(live, recorded, 0.0).amax(0).to(torch.float64)  # amax keeps NaN and inf
+        check(worst, done)
+        applied = torch.where(active, first, 0)
+        stopping = torch.nonzero(hit.any(0))[:, 0]
+        if stopping.numel():
+            _replay(M, w, saved, stopping, first[stopping], work, lr_rows, wd, kernel)
+            active[stopping] = False
+        if wd:
+            stepper.null_scale[rows] *= (1.0 - wd * lr_rows).pow(applied)
+        steps[rows] += applied
+        done += block
+        still = int(active.sum())
+        if not still:
+            break
+        if still <= rows.numel() // 2:
+            if M is not M_all:
+                M_all[rows], w_all[rows] = M, w
+            keep = torch.nonzero(active)[:, 0]
+            rows = rows[keep]
+            M, w, work, lr_rows = M_all[rows], w_all[rows], _subset(objective, rows), lr[rows]
+            active = torch.ones(rows.numel(), dtype=torch.bool, device=device)
+    if M is not M_all:
+        M_all[rows], w_all[rows] = M, w
+    return steps
+
+
+def _subset(objective: LeastSquaresObjective, rows: torch.Tensor) -> LeastSquaresObjective:
+    """The spectral part of ``objective`` (eigenvalues, target, minimum) at instances ``rows``: what
+    the two-layer kernels read."""
+    return LeastSquaresObjective(minimum=objective.minimum[rows], eigenvalues=objective.eigenvalues[rows],
+                                 target=objective.target[rows])
+
+
+def _replay(M: torch.Tensor, w: torch.Tensor, saved: tuple[torch.Tensor, torch.Tensor], rows: torch.Tensor,
+            count: torch.Tensor, objective: LeastSquaresObjective, lr: torch.Tensor, weight_decay: float,
+            kernel: Callable[..., None]) -> None:
+    """Rewind instances ``rows`` of (M, w) to ``saved`` and run ``count[i]`` steps for row i."""
+    sub_M, sub_w = saved[0][rows], saved[1][rows]
+    length = int(count.max())
+    if length:
+        eta2 = 2.0 * lr[rows] * (torch.arange(length, device=count.device)[:, None] < count)
+        scratch = torch.empty(length, rows.numel(), dtype=M.dtype, device=M.device)
+        kernel(sub_M, sub_w, _subset(objective, rows), eta2.to(M.dtype), scratch, weight_decay)
+    M[rows] = sub_M
+    w[rows] = sub_w
 
 
 def _layer_preconditioner(net: DeepLinear) -> torch.Tensor:

@@ -17,7 +17,24 @@ Reproducibility contract (the only use of ``generator``): at the start of every 
 ``fit`` draws ``torch.randperm(n, generator=generator, device=generator.device)`` for instance 0, 1,
 ..., I-1 in that order, whether or not the instance has stopped; instance i's minibatches in epoch e
 are the consecutive slices ``perm_i[s : s + batch_size]``, s = 0, batch_size, ... (the last one may be
-shorter).
+shorter). ``generator`` may instead be a sequence of groups ``[(g_1, m_1), (g_2, m_2), ...]`` with
+m_1 + m_2 + ... = I: each epoch, g_1 draws the permutations of the first m_1 instances, then g_2 those
+of the next m_2, and so on, so instances m_1..m_1+m_2-1 get exactly the permutations a separate
+``fit`` of m_2 instances with generator g_2 would draw (several networks, each with its own generator,
+trained as one stack; a single generator is the one group ``[(generator, I)]``).
+
+Per-instance frozen blocks (``frozen_blocks``, a length-I sequence of k_i >= ``start_block``): blocks
+start_block+1..k_i of instance i are held at their initial values -- after every optimizer step their
+slices are copied back, so this is exact for any optimizer, momentum and weight decay included (the
+optimizer's state for those slices is never used). Instance i thus trains as if ``freeze_first(k_i)``
+had been called on it alone. When the k_i are non-decreasing and every block is made of
+:class:`BatchedLinear` and parameter-free layers (MLPs), the frozen prefixes are cached per instance
+too (*staged* forward): the features after block k_i of the instances with that k_i are computed
+once (eval mode, no gradients), and at every step block j runs only on the instances 0..c_j-1 that
+train it (c_j = #{i : k_i < j}, a prefix of the instance axis: the block's parameters are sliced, not
+copied), the instances with k_i = j joining its output -- the FLOPs of training each group alone with
+``start_block = k_i``. Otherwise every instance runs every block (the same results, more FLOPs).
+Validation and test passes run every block for every instance (no gradients).
 
 Validation (with a validation split): the *validated epochs* are e = ``val_every``, 2 ``val_every``,
 ... and the last epoch ``max_epochs``; after each, v_i(e) = mean validation loss of instance i; v_i(0)
@@ -44,17 +61,19 @@ default implementation, in one pass over each parameter).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
 
 from transferlab._checks import check_choice, check_int, check_real
 from transferlab.errors import ConfigError, DataError, TrainingDiverged
-from transferlab.nets.blocks import BlockNet
+from transferlab.nets.blocks import BatchedLinear, BlockNet
 
 __all__ = ["LossKind", "TrainResult", "TrainSettings", "evaluate", "fit"]
 
@@ -323,6 +342,112 @@ def _trainable(net: BlockNet, start_block: int) -> list[torch.nn.Parameter]:
     return params
 
 
+def _generator_groups(generator: object, I: int) -> list[tuple[torch.Generator, int]]:
+    """``generator`` as (generator, instances) groups covering the I instances (one group if it is a
+    single generator); ConfigError for anything else or counts that do not add up to I."""
+    if isinstance(generator, torch.Generator):
+        return [(generator, I)]
+    if isinstance(generator, (str, bytes)) or not isinstance(generator, Sequence) or not generator:
+        raise ConfigError(f"generator must be a torch.Generator or a non-empty sequence of (torch.Generator, "
+                          f"instances) pairs, got {type(generator).__name__}")
+    groups = []
+    for i, group in enumerate(generator):
+        if not (isinstance(group, tuple) and len(group) == 2 and isinstance(group[0], torch.Generator)):
+            raise ConfigError(f"generator[{i}] must be a pair (torch.Generator, instances), got {group!r}")
+        groups.append((group[0], check_int(group[1], f"generator[{i}] instances", low=1)))
+    total = sum(m for _, m in groups)
+    if total != I:
+        raise ConfigError(f"the generator groups cover {total} instances but the network has {I}")
+    return groups
+
+
+def _held_slices(net: BlockNet, start_block: int, frozen_blocks: Sequence[int] | None
+                 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(parameter, instance rows, their initial values) for every trainable parameter of a block that
+    some instances keep frozen (``frozen_blocks``, see :func:`fit`)."""
+    if frozen_blocks is None:
+        return []
+    if isinstance(frozen_blocks, (str, bytes)) or not isinstance(frozen_blocks, Sequence):
+        raise ConfigError(f"frozen_blocks must be a sequence of {net.instances} ints, "
+                          f"got {type(frozen_blocks).__name__}")
+    if len(frozen_blocks) != net.instances:
+        raise ConfigError(f"frozen_blocks must have one entry per instance ({net.instances}), got {len(frozen_blocks)}")
+    ks = [check_int(k, f"frozen_blocks[{i}]", low=start_block, high=net.n_blocks,
+                    note=f"start_block = {start_block} to the {net.n_blocks} blocks")
+          for i, k in enumerate(frozen_blocks)]
+    held = []
+    for b in range(start_block + 1, max(ks) + 1):
+        rows = [i for i, k in enumerate(ks) if k >= b]
+        for p in net.blocks[b - 1].parameters():
+            if p.requires_grad:
+                index = torch.tensor(rows, device=p.device)
+                held.append((p, index, p.detach()[index].clone()))
+    return held
+
+
+def _sliceable(module: nn.Module) -> bool:
+    """Whether ``module`` runs on the first c instances when its parameters are sliced to [:c]: every
+    submodule is a BatchedLinear or holds no state (parameters, buffers, an ``instances`` count)."""
+    return all(isinstance(m, BatchedLinear) or (not any(True for _ in m.parameters(recurse=False))
+                                                 and not any(True for _ in m.buffers(recurse=False))
+                                                 and not hasattr(m, "instances"))
+               for m in module.modules())
+
+
+def _stages(net: BlockNet, data: _Split, start_block: int, frozen_blocks: Sequence[int]
+            ) -> dict[int, tuple[int, _Split]] | None:
+    """For the staged forward (module docstring): {j: (c_{j+1}, inputs)} per depth j >= start_block at
+    which some instances start, with c_{j+1} the instances starting at depth <= j and ``inputs`` the
+    features after block j of instances c_j..c_{j+1}-1 (a :class:`_Split`, the labels unused); None
+    when the staged forward does not apply (depths not non-decreasing, or blocks it cannot slice)."""
+    ks = [int(k) for k in frozen_blocks]
+    if any(a > b for a, b in zip(ks, ks[1:])) or not all(_sliceable(b) for b in net.blocks[start_block:]):
+        return None
+    stages: dict[int, tuple[int, _Split]] = {}
+    base = 0  # h holds the features of instances base..I-1, the ones that start at depth j or deeper
+    h = data.x.unsqueeze(0).expand(data.instances, *data.x.shape) if data.shared_x else data.x
+    with torch.no_grad(), _mode(net, False):
+        for j in range(start_block, max(ks) + 1):
+            if j > start_block:  # block j on the instances still frozen there, once, in chunks
+                block = net.blocks[j - 1]
+                params = {n: p[base:] for n, p in block.named_parameters()}
+                h = torch.cat([functional_call(block, (params, {}), (h[:, s : s + _EVAL_BATCH],))
+                               for s in range(0, h.shape[1], _EVAL_BATCH)], 1)
+            count = ks.count(j)
+            if count:
+                if j == start_block:  # the inputs as given
+                    x, shared = (data.x, True) if data.shared_x else (data.x[:count], False)
+                else:
+                    x, shared = h[:count].clone(), False  # a copy: h's storage is freed at the next block
+                stages[j] = (base + count, _Split(x, data.y, shared, data.shared_y, count))
+                h, base = h[count:], base + count
+    return stages
+
+
+def _staged_forward(net: BlockNet, start_block: int, stages: dict[int, tuple[int, _Split]], idx: torch.Tensor
+                    ) -> torch.Tensor:
+    """The training forward of the staged path: (I, b, out_features) for minibatch indices ``idx`` (I, b)."""
+    h: torch.Tensor | None = None
+    lo = 0
+    for j in range(start_block, net.n_blocks + 1):
+        if j in stages:
+            hi, split = stages[j]
+            x = split.x[idx[lo:hi]] if split.shared_x else split.x[torch.arange(hi - lo, device=idx.device)[:, None],
+                                                                    idx[lo:hi]]
+            h = x if h is None else torch.cat([h, x])
+            lo = hi
+        if h is None or j == net.n_blocks:
+            continue
+        block = net.blocks[j]
+        if h.shape[0] == net.instances:
+            h = block(h)
+        else:
+            c = h.shape[0]
+            h = functional_call(block, ({n: p[:c] for n, p in block.named_parameters()}, {}), (h,))
+    assert h is not None and h.shape[0] == net.instances
+    return net.head(h)
+
+
 def _diverged(bad: torch.Tensor, epoch: int, worst: torch.Tensor, initial: torch.Tensor, lr: float) -> TrainingDiverged:
     idx = bad.nonzero().flatten().tolist()
     detail = ", ".join(f"{i} (loss {float(worst[i]):.3g}, initial {float(initial[i]):.3g})" for i in idx[:5])
@@ -339,9 +464,10 @@ def fit(
     y: torch.Tensor,
     *,
     settings: TrainSettings,
-    generator: torch.Generator,
+    generator: torch.Generator | Sequence[tuple[torch.Generator, int]],
     val: tuple[torch.Tensor, torch.Tensor] | None = None,
     start_block: int = 0,
+    frozen_blocks: Sequence[int] | None = None,
 ) -> TrainResult:
     """Train every instance of ``net`` (in place) by minibatch SGD/Adam; see the module docstring.
 
@@ -353,9 +479,12 @@ def fit(
         y: int64 labels in 0..C-1, (n,) or (I, n), for cross-entropy; float targets (n, C) or (I, n, C)
             for MSE, where C = out_features ((n,) and (I, n) also accepted when C = 1).
         settings: optimizer, batch size, epochs, patience, loss, validation interval.
-        generator: the source of every minibatch permutation (see the reproducibility contract).
+        generator: the source of every minibatch permutation, or a sequence of (generator, instances)
+            groups covering the I instances in order (see the reproducibility contract).
         val: optional validation split (x_val, y_val), shaped like (x, y) (its own n).
         start_block: k; the model trained is h -> net.forward_from(h, k).
+        frozen_blocks: optional per-instance k_i in start_block..L (length I): blocks 1..k_i of
+            instance i keep their initial weights (see the module docstring).
 
     Returns:
         A :class:`TrainResult`.
@@ -368,9 +497,8 @@ def fit(
     """
     if not isinstance(settings, TrainSettings):
         raise ConfigError(f"settings must be a TrainSettings, got {type(settings).__name__}")
-    if not isinstance(generator, torch.Generator):
-        raise ConfigError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     k, loss, I = _check_start_block(net, start_block), settings.loss, net.instances
+    groups = _generator_groups(generator, I)
     data = _split(net, x, y, loss, k, ("x", "y"))
     val_data = None
     if val is not None:
@@ -378,6 +506,8 @@ def fit(
             raise DataError("val must be a tuple (x_val, y_val)")
         val_data = _split(net, val[0], val[1], loss, k, ("val[0]", "val[1]"))
     params = _trainable(net, k)
+    held = _held_slices(net, k, frozen_blocks)
+    staged = _stages(net, data, k, frozen_blocks) if held else None
     # torch's fused kernels (CPU and CUDA) apply the same elementwise update in one pass per parameter
     # instead of ~10: with I instances stacked the optimizer step is a large share of a step's time
     fused = True if all(p.device.type in ("cpu", "cuda") for p in params) else None
@@ -409,17 +539,22 @@ def fit(
     steps = 0
     with _mode(net, True):
         for epoch in range(1, settings.max_epochs + 1):
-            perm = torch.stack([torch.randperm(n, generator=generator, device=generator.device) for _ in range(I)])
+            perm = torch.stack([torch.randperm(n, generator=g, device=g.device) for g, m in groups for _ in range(m)])
             perm = perm.to(device)
             total = torch.zeros(I, **f64)
             worst = torch.zeros(I, **f64)
             for start in range(0, n, B):
                 idx = perm[:, start : start + B]
                 xb, yb = data.gather(idx)
-                losses = _instance_losses(net.forward_from(xb, k), yb, loss).mean(1)
+                out = net.forward_from(xb, k) if staged is None else _staged_forward(net, k, staged, idx)
+                losses = _instance_losses(out, yb, loss).mean(1)
                 optimizer.zero_grad(set_to_none=True)
                 losses.sum().backward()
                 optimizer.step()
+                if held:
+                    with torch.no_grad():
+                        for p, rows, kept in held:
+                            p.index_copy_(0, rows, kept)
                 steps += 1
                 step_loss = losses.detach().double()
                 if steps == 1:

@@ -66,7 +66,7 @@ class LeastSquaresObjective:
         if beta_star.ndim != 2 or not bool(torch.isfinite(beta_star).all()):
             raise DataError(f"beta_star must be a finite (instances, d) tensor, got shape {tuple(beta_star.shape)}")
         return cls(
-            minimum=torch.zeros(beta_star.shape[0], dtype=torch.float64),
+            minimum=torch.zeros(beta_star.shape[0], dtype=torch.float64, device=beta_star.device),
             eigenvalues=torch.ones_like(beta_star),
             target=beta_star,
         )
