@@ -81,7 +81,7 @@ def main() -> None:
         for run in reproduce.SPECS["granularity"][args.spec]:
             path = Path(f"/tmp/bench_granularity_{run.out_name}")
             path.write_text(run.text(), encoding="utf-8")
-            classes += sum(c.config.pretrain_classes for c in expand_cells(load_spec(path)))
+            classes += sum(p.cell.config.pretrain_classes for p in expand_cells(load_spec(path)))
             path.unlink()
         estimate = t_batched / (4 * len(VARIANTS)) * classes / 2
         print(f"  estimated reproduce granularity{' --quick' if args.spec == 'quick' else ''}: {classes} pretraining "

@@ -196,10 +196,10 @@ def test_samples_are_nested_chunks_spread_over_the_split() -> None:
     n_chunks = -(-stream.size // c)
     # every sampled chunk is a chunk of the stream, and they come from all over it (keys are uniform:
     # 73 chunks out of ~7000 cover far more than the first half of the stream)
+    order = sorted(range(n_chunks), key=lambda j: int(hashlib.sha256(f"0:{j}".encode()).hexdigest()[:16], 16))
     starts = []
     for k in range(0, 300_000 - c, c):
         piece = large[k : k + c]
-        order = sorted(range(n_chunks), key=lambda j: int(hashlib.sha256(f"0:{j}".encode()).hexdigest()[:16], 16))
         j = order[k // c]
         assert np.array_equal(piece, stream[j * c : (j + 1) * c])
         starts.append(j)

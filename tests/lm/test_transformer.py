@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from transferlab.errors import ConfigError, DataError
-from transferlab.nets import BlockNet
+from transferlab.nets import BlockNet, stack_instances
 from transferlab.nets.transformer import (
     TRANSFORMER_SIZES,
     TransformerSize,
@@ -136,6 +136,17 @@ def test_same_generator_same_weights_and_reinit_after() -> None:
     a.reinit_after(1, _gen(6))
     assert torch.equal(a.blocks[0].token, embedding) and not torch.equal(a.blocks[1].qkv.weight, layer)
     assert a.block_names == ("embed", "layer1")
+
+
+def test_stacked_transformers_compute_what_each_computed() -> None:
+    # e.g. one pretrained model copied into several instances, one per fine-tuning set
+    a = transformer("xs", context=16, generator=_gen(7))
+    b = transformer("xs", context=16, instances=2, generator=_gen(8))
+    stacked = stack_instances([a, b])
+    ids = torch.randint(0, 256, (3, 16), generator=_gen(9))
+    with torch.no_grad():
+        torch.testing.assert_close(stacked(ids), torch.cat([a(ids), b(ids)]), rtol=0, atol=1e-6)
+    assert stacked.instances == 3 and stacked.context == 16 and stacked.size == a.size
 
 
 def test_bad_inputs_raise_one_clear_error() -> None:

@@ -684,7 +684,7 @@ def load_dataset(name: str, *, root: str | Path | None = None) -> ImageDataset:
     Returns the cached :class:`ImageDataset` (arrays shared and read-only).
 
     Raises:
-        ConfigError: unknown ``name``, or ``root`` given for the combined data set.
+        ConfigError: unknown ``name``, a bad class subset, or ``root`` given for the combined data set.
         DataError: the package is not installed (the message gives the install command), or a file is
             unreadable or fails its checksum (the message names the file).
     """
