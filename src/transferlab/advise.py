@@ -48,6 +48,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -210,6 +211,7 @@ class EffectiveData:
     measured_range: tuple[float, float]
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-able dict (``ci`` ends outside the measured range are None)."""
         return dataclasses.asdict(self)
 
 
@@ -669,7 +671,7 @@ def advice_figures(advice: Advice) -> dict[str, tuple[Figure, str]]:
     return {"advise_error_vs_size": (fig, cap1), "advise_error_vs_k": (fig2, cap2)}
 
 
-def write_advice_html(advice: Advice, path: Any) -> Any:
+def write_advice_html(advice: Advice, path: str | Path) -> Path:
     """A self-contained HTML page (:func:`transferlab.report.html.write_report`): the verdict, the curves,
     the fits, the predictors and every cell. Returns the path."""
     from transferlab.report.html import ReportSection, write_report

@@ -31,7 +31,9 @@ def test_fit_matches_scipy_linregress() -> None:
     assert fit.slope == pytest.approx(-ref.slope, rel=1e-10)
     assert math.sqrt(fit.cov[0][0]) == pytest.approx(ref.intercept_stderr, rel=1e-10)
     assert math.sqrt(fit.cov[1][1]) == pytest.approx(ref.stderr, rel=1e-10)
-    assert fit.dof == SIZES.size - 2 and (fit.n_min, fit.n_max) == (10.0, 1000.0)
+    assert fit.dof == SIZES.size - 2
+    # the range is copied from the input sizes, no arithmetic: equal to the last bit (rel 1e-15 for form's sake)
+    assert (fit.n_min, fit.n_max) == pytest.approx((10.0, 1000.0), rel=1e-15)
 
 
 def test_prediction_se_is_the_mean_response_formula() -> None:
@@ -117,16 +119,18 @@ def test_effective_data_inside_the_range() -> None:
     assert eff.status == "ok"
     assert eff.effective == pytest.approx(400.0, rel=1e-9) and eff.transferred == pytest.approx(300.0, rel=1e-9)
     assert eff.ci == pytest.approx((300.0, 300.0), rel=1e-6)
-    assert eff.measured_range == (10.0, 1000.0)
+    assert eff.measured_range == pytest.approx((10.0, 1000.0), rel=1e-15)  # copied from the fit, as above
 
 
 def test_effective_data_outside_the_range_is_a_bound() -> None:
     beyond = effective_data(exact_scratch(), math.log(0.01), 0.0, 100.0)  # D_E = 6400 > 1000
     assert beyond.status == "beyond_measured_range"
-    assert beyond.effective == 1000.0 and beyond.transferred == 900.0 and beyond.ci == (None, None)
+    # the bound is the range's edge (a copy) and D_T one exact subtraction of integers held as floats: rel 1e-15
+    assert (beyond.effective, beyond.transferred) == pytest.approx((1000.0, 900.0), rel=1e-15)
+    assert beyond.ci == (None, None)
     below = effective_data(exact_scratch(), math.log(0.5), 0.0, 100.0)  # D_E = 2.56 < 10: worse than scratch at 10
     assert below.status == "below_measured_range"
-    assert below.effective == 10.0 and below.transferred == -90.0
+    assert (below.effective, below.transferred) == pytest.approx((10.0, -90.0), rel=1e-15)  # as above
 
 
 def test_effective_data_interval_matches_the_delta_method() -> None:

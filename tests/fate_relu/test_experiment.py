@@ -85,8 +85,15 @@ def test_unconverged_instances_are_dropped_and_counted(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     exp, table = load_table(tmp_path / "s.db")
     assert table.rows[0]["converged"] == [False, False] and table.rows[0]["risk_transfer"] is None
-    (s,) = exp.analyze(table).data["settings"]
+    results = exp.analyze(table)
+    (s,) = results.data["settings"]
     assert s["dropped"]["transfer"] == 2 and s["transfer_table"][0]["instances"] == 0
+    # no converged pretraining, so no kernel agreement: None and said in words, never a NaN in the report
+    (kernel,) = s["kernel"]
+    assert kernel["cka"] is None and kernel["cka_se"] is None and kernel["agrees"] is False
+    assert "n/a (no pretraining converged)" in results.summary["kernel agreement at mu = 0.5"]
+    assert "nan" not in str(results.summary).lower()
+    assert "fate_relu_gram" in exp.figures(results)  # the figure still draws, with the agreement marked n/a
 
 
 @pytest.mark.parametrize(("params", "grid", "fragment"), [

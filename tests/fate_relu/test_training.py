@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from transferlab.errors import TrainingDiverged
 from transferlab.experiments.base import Cell
 from transferlab.experiments.fate_relu import (
     KERNEL_AGREEMENT_THRESHOLD,
@@ -93,3 +94,22 @@ def test_step_lr_times_m_makes_the_dynamics_width_independent() -> None:
     narrow, wide = loss_after(100, 2.0), loss_after(400, 2.0)
     assert wide == pytest.approx(narrow, rel=0.15)
     assert loss_after(400, 2.0 * 100 / 400) > 1.5 * wide
+
+
+def test_divergence_is_a_training_error_naming_the_step_knob() -> None:
+    """A step far too large makes the loss overflow: TrainingDiverged (a transferlab error, so the sweep records
+    one clear line), naming the config field to lower -- lr for pretraining, scratch_lr from scratch."""
+    with pytest.raises(TrainingDiverged, match=r"diverged at step \d+ .*; lower lr$"):
+        pretrain(*_source_problem(), lr=1e12, max_steps=200, tol=1e-30)
+    cfg = FateReluConfig(protocol="scratch", n=8, scratch_lr=1e12, **{**TINY, "scratch_steps": 200})
+    with pytest.raises(TrainingDiverged, match=r"; lower scratch_lr$"):
+        _run_cell(Cell("ab" * 16, cfg, seed=1))
+
+
+def _source_problem() -> tuple[torch.Tensor, ...]:
+    """(c0, W0, b, V): the small init and the mu = 0.5 source teacher of :func:`_pretrained`."""
+    rng = np.random.default_rng(0)
+    pair = relu.relu_teacher_pair(8, 8, 0.5, rng)
+    W0 = torch.tensor(rng.standard_normal((1, 48, 8)) * 0.01 / math.sqrt(8))
+    c0 = torch.tensor(rng.standard_normal((1, 48)) * 0.01)
+    return c0, W0, torch.tensor(pair.source_weights[None]), torch.tensor(pair.source_neurons[None])

@@ -76,14 +76,17 @@ def test_run_imports_only_what_the_cells_need(tmp_path: Path) -> None:
 
 
 def test_a_tiny_sweep_runs_without_a_worker_pool(tmp_path: Path) -> None:
-    """At most 4 cells and no executor named: serial. A spec or flag naming one is obeyed."""
+    """At most 4 cells and no executor named: serial. A spec or flag naming one is obeyed, and so is a worker
+    count (--jobs, or [run] jobs in the spec): it asks for a pool."""
     (tmp_path / "tiny.toml").write_text(TOY.format(extra=""))
     (tmp_path / "pool.toml").write_text(TOY.format(extra='[run]\nexecutor = "process"\njobs = 1\n'))
+    (tmp_path / "jobs.toml").write_text(TOY.format(extra="[run]\njobs = 1\n"))
     script = Path(sys.executable).with_name("transferlab")
     for spec, extra in (("tiny.toml", []), ("pool.toml", []), ("tiny.toml", ["--executor", "process", "--jobs", "1",
-                                                                           "--force"])):
+                                                                           "--force"]),
+                        ("tiny.toml", ["--jobs", "1", "--force"]), ("jobs.toml", ["--force"])):
         proc = subprocess.run([str(script), "run", spec, "--store", "runs.db", *extra], capture_output=True, text=True,
                               timeout=300, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
     with open_store(tmp_path / "runs.db") as store:
-        assert [r["executor"] for r in store.runs()] == ["serial", "process", "process"]
+        assert [r["executor"] for r in store.runs()] == ["serial", "process", "process", "process", "process"]

@@ -62,7 +62,8 @@ class _Progress:
 def run_command(
     spec_path: Path = typer.Argument(..., metavar="SPEC", help="TOML spec file."),
     executor: Optional[str] = typer.Option(
-        None, help="serial | process | ray (default: the spec's, else serial for at most 4 cells, else process)."),
+        None, help="serial | process | ray (default: the spec's, else serial for at most 4 cells unless --jobs "
+                   "is given, else process)."),
     jobs: Optional[int] = typer.Option(None, min=1, help="Worker processes / Ray CPUs (default: CPU count)."),
     store: Optional[Path] = typer.Option(None, help="Store file (default: the spec's, else <spec stem>.db)."),
     set_: list[str] = typer.Option([], "--set", help="Override a spec value: --set params.d=200 (repeatable)."),
@@ -80,7 +81,7 @@ def run_command(
 ) -> int:
     """Run a sweep; cells already in the store are skipped (resume and cache).
 
-    Without --executor and without a [run] executor in the spec, a sweep of at most
+    Without --executor or --jobs and without a [run] executor or jobs in the spec, a sweep of at most
     TINY_SWEEP_CELLS (4) cells runs serially: a worker pool's start-up (each worker imports
     torch) costs more than so few cells usually gain."""
     from transferlab.sweep import load_spec, run_sweep
@@ -88,7 +89,9 @@ def run_command(
     limit = [] if max_cells is None else [f"run.max_cells={max_cells}"]
     placed = [] if device is None else [f"params.device={device}"]
     spec = load_spec(spec_path, overrides=[*set_, *limit, *placed])
-    if executor is None and "executor" not in spec.run.model_fields_set and spec.cell_count() <= TINY_SWEEP_CELLS:
+    # a worker count (flag or [run] jobs) asks for a pool as much as an executor does
+    named = executor is not None or jobs is not None or bool({"executor", "jobs"} & spec.run.model_fields_set)
+    if not named and spec.cell_count() <= TINY_SWEEP_CELLS:
         executor = "serial"
     serial = (executor or spec.run.executor) == "serial"
     with _limited_threads(threads) if serial else contextlib.nullcontext(), _Progress(spec.label) as progress:

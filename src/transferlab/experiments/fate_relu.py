@@ -169,10 +169,11 @@ class FateReluExperiment(Experiment):
                     f"b = {fit['b']:.3f} (95% CI {fit['b_low']:.3f} .. {fit['b_high']:.3f}), A = {fit['A']:.4g}, "
                     f"over n = {min(fit['n'])}..{max(fit['n'])} (the paper: b ~ 1.18)")
             for row in s["kernel"]:
+                agreement = ("CKA(pretrained student, source): n/a (no pretraining converged)" if row["cka"] is None
+                             else f"CKA(pretrained student, source) = {row['cka']:.3f} ± {row['cka_se'] or 0:.3f} "
+                                  f"({'meets' if row['agrees'] else 'misses'} {KERNEL_AGREEMENT_THRESHOLD})")
                 summary[f"{p}kernel agreement at mu = {row['mu']:g}"] = (
-                    f"CKA(pretrained student, source) = {row['cka']:.3f} ± {row['cka_se'] or 0:.3f} "
-                    f"({'meets' if row['agrees'] else 'misses'} {KERNEL_AGREEMENT_THRESHOLD}); "
-                    f"initial student {row['cka_init']:.3f}; target teacher {row['cka_target']:.3f}")
+                    f"{agreement}; initial student {row['cka_init']:.3f}; target teacher {row['cka_target']:.3f}")
             tables[f"{p}scratch"] = s["scratch_table"]
             tables[f"{p}transfer"] = s["transfer_table"]
             tables[f"{p}floor, boundary and kernel agreement by mu"] = s["kernel"]
@@ -322,15 +323,20 @@ def _target_data(cell: Cell, cfg: FateReluConfig, teachers: list[Any], dtype: to
 
 
 def _descend(loss_fn: Any, c: torch.Tensor, W: torch.Tensor, scale: torch.Tensor, step: float, max_steps: int,
-             tol: float) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
+             tol: float, knob: str) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
     """Full-batch gradient descent ``theta <- theta - step * grad`` on ``loss_fn(c, W) -> (I,)`` per instance.
 
     Instance ``k`` stops (its parameters frozen) at the first step where ``loss_k / scale_k <= tol``.
 
     Returns:
         ``(c, W, relative_loss (I,), steps_taken (I,), converged (I,))``.
+
+    Raises:
+        TrainingDiverged: a non-finite loss; the message names the config field ``knob`` that sets the step.
     """
     import torch
+
+    from transferlab.errors import TrainingDiverged
 
     c, W = c.clone().requires_grad_(True), W.clone().requires_grad_(True)
     active = torch.ones(c.shape[0], dtype=torch.bool)
@@ -340,7 +346,7 @@ def _descend(loss_fn: Any, c: torch.Tensor, W: torch.Tensor, scale: torch.Tensor
         loss = loss_fn(c, W)
         rel_now = (loss.detach() / scale).to(torch.float64)
         if not torch.isfinite(rel_now).all():
-            raise FloatingPointError(f"gradient descent diverged at step {s} (step size {step:g}); lower lr")
+            raise TrainingDiverged(f"gradient descent diverged at step {s} (step size {step:g}); lower {knob}")
         rel = torch.where(active, rel_now, rel)
         done = active & (rel_now <= tol)
         steps[done.numpy()] = s
@@ -370,7 +376,8 @@ def pretrain(c0: torch.Tensor, W0: torch.Tensor, b: torch.Tensor, V: torch.Tenso
     """
     m = c0.shape[-1]
     scale = _quad(b, relu_pair_kernel(V, V), b).detach()
-    return _descend(lambda c, W: population_error(c / m, W, b, V), c0, W0, scale, lr * m, max_steps, tol)
+    return _descend(lambda c, W: population_error(c / m, W, b, V), c0, W0, scale, lr * m, max_steps, tol,
+                    "lr")
 
 
 def _scratch(c0: torch.Tensor, W0: torch.Tensor, X: torch.Tensor, y: torch.Tensor, cfg: FateReluConfig
@@ -385,7 +392,7 @@ def _scratch(c0: torch.Tensor, W0: torch.Tensor, X: torch.Tensor, y: torch.Tenso
         f = torch.relu(X @ W.transpose(-1, -2)) @ c[..., None] / m
         return ((f[..., 0] - y) ** 2).mean(dim=-1)
 
-    return _descend(loss, c0, W0, scale, cfg.scratch_lr * m, cfg.scratch_steps, cfg.scratch_tol)
+    return _descend(loss, c0, W0, scale, cfg.scratch_lr * m, cfg.scratch_steps, cfg.scratch_tol, "scratch_lr")
 
 
 def linear_transfer(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, ridge: float) -> torch.Tensor:
@@ -570,11 +577,12 @@ def _analyze_setting(rows: list[dict[str, Any]]) -> dict[str, Any]:
         floor, floor_se = _stats(list(per["floor_instances"].values()))
         # the closed form is exact up to rounding of order eps ||f_t||^2: below this the floor is zero (no boundary)
         zero = FLOOR_ROUNDING * max(per["target_norm2_instances"].values())
-        cka, cka_se = _stats(list(ok.values())) if ok else (math.nan, None)
+        # no converged pretraining at this mu: no agreement to report (None, never a NaN in the tables)
+        cka, cka_se = _stats(list(ok.values())) if ok else (None, None)
         row = {"mu": mu, "floor": floor, "floor_se": floor_se,
                "floor_fraction": float(np.mean([per["floor_instances"][k] / per["target_norm2_instances"][k]
                                                 for k in per["floor_instances"]])),
-               "cka": cka, "cka_se": cka_se, "agrees": bool(cka >= KERNEL_AGREEMENT_THRESHOLD),
+               "cka": cka, "cka_se": cka_se, "agrees": cka is not None and cka >= KERNEL_AGREEMENT_THRESHOLD,
                "cka_init": _stats(list(per["kernel_cka_init_instances"].values()))[0],
                "cka_target": _stats(list(per["kernel_cka_target_instances"].values()))[0],
                "n_star": (fit["A"] / floor) ** (1.0 / fit["b"]) if fit is not None and floor > zero else None,
@@ -717,7 +725,8 @@ def _gram_figure(s: dict[str, Any]) -> Figure:
         vmax = max(student.max(), source.max())
         left.imshow(student, vmin=0, vmax=vmax, cmap="viridis")
         image = right.imshow(source, vmin=0, vmax=vmax, cmap="viridis")
-        left.set_title(f"student, mu = {k['mu']:g}: CKA {k['cka']:.3f} (init {k['cka_init']:.2f})", fontsize=9)
+        cka = "n/a (no pretraining converged)" if k["cka"] is None else f"{k['cka']:.3f}"
+        left.set_title(f"student, mu = {k['mu']:g}: CKA {cka} (init {k['cka_init']:.2f})", fontsize=9)
         right.set_title(f"source teacher (target teacher's CKA {k['cka_target']:.2f})", fontsize=9)
         for ax in (left, right):
             ax.set_xticks([])
