@@ -12,13 +12,6 @@ from transferlab.errors import ConfigError
 from transferlab.nets import BatchedConv2d, BatchedMaxPool2d, BlockNet, small_cnn
 
 
-@pytest.fixture(autouse=True)
-def _single_thread() -> None:
-    """Single-threaded (other jobs share the 2 cores); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -23,12 +23,6 @@ F64 = torch.float64
 TOL = 1e-9  # float64 rounding, see the module docstring
 
 
-@pytest.fixture(autouse=True)
-def _single_thread() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _gen(seed: int) -> torch.Generator:

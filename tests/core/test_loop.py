@@ -24,13 +24,6 @@ from transferlab.train import TrainResult, TrainSettings, evaluate, fit
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _single_thread() -> None:
-    """Single-threaded (other jobs share the 2 cores); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -20,7 +20,7 @@ from transferlab.experiments import ResultTable, get_experiment
 from transferlab.experiments.fate import FateConfig, cell_theory
 from transferlab.report import ReportSection, render_html
 from transferlab.report.html import MAX_INLINE_ROWS
-from transferlab.report.plots import resolved_zero_contour
+from transferlab.report.plots import legend_outside, resolved_zero_contour
 from transferlab.scaling import analyze_transfer, synthetic_losses
 from transferlab.scaling.figures import transfer_captions, transfer_figures
 
@@ -79,6 +79,22 @@ def _drawn_paths(ax: Any) -> list[tuple[np.ndarray, str]]:
             style = "--" if coll.get_linestyles()[0][0] else "-"
             paths += [(p.vertices, style) for p in coll.get_paths() if len(p.vertices)]
     return paths
+
+
+def test_legend_outside_draws_no_empty_legend() -> None:
+    """An axes with nothing labelled gets no legend (and matplotlib's 'no artists' warning is not raised);
+    one labelled line gets a legend with exactly that entry."""
+    import warnings
+
+    ax = Figure().add_subplot()
+    ax.plot([0, 1], [0, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert legend_outside(ax) is None
+    assert ax.get_legend() is None
+    ax.plot([0, 1], [1, 0], label="labelled")
+    legend = legend_outside(ax)
+    assert legend is not None and [text.get_text() for text in legend.get_texts()] == ["labelled"]
 
 
 def test_resolved_contour_draws_nothing_through_noise_and_follows_a_resolved_boundary() -> None:

@@ -115,26 +115,21 @@ def _limited_threads(threads: int) -> Iterator[None]:
     is imported (here, usually later, by the experiment kind)."""
     import os
 
-    from transferlab.sweep.executors import _THREAD_VARS
+    from transferlab.sweep.executors import thread_environment
 
     if "OMP_NUM_THREADS" in os.environ:
         yield
         return
-    saved = {var: os.environ.get(var) for var in _THREAD_VARS}
-    torch_threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
-    os.environ.update({var: str(threads) for var in _THREAD_VARS})
-    if torch_threads is not None:
-        sys.modules["torch"].set_num_threads(threads)
-    try:
-        yield
-    finally:
-        for var, value in saved.items():
-            if value is None:
-                os.environ.pop(var, None)
-            else:
-                os.environ[var] = value
-        if torch_threads is not None:
-            sys.modules["torch"].set_num_threads(torch_threads)
+    torch = sys.modules.get("torch")
+    torch_threads = None if torch is None else torch.get_num_threads()
+    with thread_environment(threads):
+        if torch is not None:
+            torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            if torch is not None:
+                torch.set_num_threads(torch_threads)
 
 
 @app.command("status")

@@ -140,7 +140,10 @@ def _runs(keep: np.ndarray) -> list[slice]:
     return [slice(start, stop) for start, stop in zip(edges[::2], edges[1::2]) if stop - start >= 2]
 
 
-def legend_outside(ax: Axes, **kwargs: Any) -> Legend:
-    """The axes' legend placed to the right of the axes (top-aligned), where it covers no data."""
+def legend_outside(ax: Axes, **kwargs: Any) -> Legend | None:
+    """The axes' legend placed to the right of the axes (top-aligned), where it covers no data; None
+    (no legend) when no artist of the axes has a label, e.g. a figure of a run where nothing converged."""
     kwargs.setdefault("fontsize", 8)
+    if "handles" not in kwargs and not ax.get_legend_handles_labels()[0]:
+        return None
     return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **kwargs)

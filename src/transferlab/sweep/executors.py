@@ -15,6 +15,7 @@ result is a :class:`BatchResult`, so the driver treats them alike.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,22 @@ log = logging.getLogger("transferlab.sweep")
 
 EXECUTORS = ("serial", "process", "ray")
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def thread_environment(threads: int) -> Iterator[None]:
+    """Set the BLAS/OpenMP thread variables (``_THREAD_VARS``) to ``threads`` inside the block and restore
+    them afterwards (a process started inside inherits the limit; libraries already loaded keep theirs)."""
+    saved = {var: os.environ.get(var) for var in _THREAD_VARS}
+    os.environ.update({var: str(threads) for var in _THREAD_VARS})
+    try:
+        yield
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
 
 
 @dataclass(frozen=True)
@@ -116,10 +133,8 @@ class ProcessExecutor(Executor):
         super().__init__(jobs)
         import multiprocessing
 
-        saved = {var: os.environ.get(var) for var in _THREAD_VARS}
-        for var in _THREAD_VARS:  # inherited by spawned workers before they import numpy/torch
-            os.environ[var] = str(threads_per_worker)
-        try:
+        # inherited by spawned workers before they import numpy/torch
+        with thread_environment(threads_per_worker):
             self._pool = ProcessPoolExecutor(
                 max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker, initargs=(threads_per_worker, experiment),
@@ -127,12 +142,6 @@ class ProcessExecutor(Executor):
             # start every worker now, while the environment carries the thread limits
             for future in [self._pool.submit(os.getpid) for _ in range(jobs)]:
                 future.result()
-        finally:
-            for var, value in saved.items():
-                if value is None:
-                    os.environ.pop(var, None)
-                else:
-                    os.environ[var] = value
 
     def submit(self, experiment: str, cells: Sequence[Cell]) -> Future[BatchResult]:
         return self._pool.submit(execute_batch, experiment, list(cells))
