@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 BENCHMARKS = ("bench_engine.py", "bench_fate.py", "bench_measures.py", "bench_core.py", "bench_transfer.py",
-              "bench_granularity.py", "bench_defrost.py")
+              "bench_granularity.py", "bench_defrost.py", "bench_lm.py")
 
 
 def main() -> int:
