@@ -319,7 +319,8 @@ class Advice:
         s = self.sweep
         lines.append(f"  sweep: {s['cells']} cells, sizes {min(s['sizes'])}..{max(s['scratch_sizes'])}, "
                      f"{s['seeds']} seeds, {s['max_steps']} steps per run (n / N times that above N), {s['seconds']:.0f} s "
-                     f"(budget {s['budget_minutes']:g} min); unconverged runs: {s['unconverged_runs']}")
+                     + ("(steps given, no budget)" if s["budget_minutes"] is None else f"(budget {s['budget_minutes']:g} min)")
+                     + f"; unconverged runs: {s['unconverged_runs']}")
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
 
@@ -352,6 +353,7 @@ def advise(
     source_size: int = 10000,
     lr: float = 1e-3,
     test_size: int = 1000,
+    steps: int | None = None,
     on_progress: ProgressFn | None = None,
 ) -> Advice:
     """Advise on transferring ``model`` to ``data`` at ``target_size`` training examples (module docstring).
@@ -368,6 +370,10 @@ def advise(
         seed: the seed of every subset and initialisation. seeds: runs per cell (>= 2, for error bars).
         n_sizes: target sizes of the transfer sweep (>= 3). lr: Adam's learning rate on the target.
         test_size: class-balanced test examples (the whole test split when it is smaller).
+        steps: optimizer steps per training run at sizes up to N (n / N times that above N). Given, the
+            timed pilots are skipped and ``budget_minutes`` is not used, so the advice is the same on every
+            machine; by default the steps are fitted to the budget from the pilots' timing (machine
+            dependent).
         on_progress: called with one line per finished cell.
 
     Raises:
@@ -382,6 +388,8 @@ def advise(
     n_sizes = check_int(n_sizes, "n_sizes", low=3, note="a power law with error bars needs three sizes")
     check_choice(target_labels, "target_labels", ("fine", "coarse"))
     check_int(test_size, "test_size", low=1)
+    if steps is not None:
+        steps = check_int(steps, "steps", low=MIN_STEPS, high=MAX_STEPS)
     say = on_progress or (lambda _line: None)
 
     base = _config(model, data, n=2, target_labels=target_labels, architecture=architecture,
@@ -404,25 +412,29 @@ def advise(
     say("predictors: " + ", ".join(f"{k} {v:.3g}" for k, v in predictors.items() if v is not None))
 
     plan = [(n, "freeze", k) for n in sizes for k in range(L + 1)] + [(n, "scratch", None) for n in scratch_sizes]
-    # timed pilots (fine-tuning at N: the costliest step) without early stopping: a warm-up, then a short and
-    # a long run; their difference is the cost of a step, the long run's remainder the fixed cost of a cell
-    _, short, long = (_run_cell(source, cfg(N, "freeze", 0, s, patience_steps=s), seed)["seconds"]
-                      for s in (PILOT_STEPS[0], *PILOT_STEPS))
-    per_step = max(long - short, 1e-9) / (PILOT_STEPS[1] - PILOT_STEPS[0])
-    per_cell = max(long - PILOT_STEPS[1] * per_step, 0.0)
-    left = budget - (time.monotonic() - started)
     # cells above N (scratch at 2N, 4N) get n / N times the steps: the same epochs as at N, so that the
     # scratch curve above N is not undertrained by a fixed step count
     weights = [max(1.0, n / N) for n, _, _ in plan]
-    steps = int((left - len(plan) * per_cell) / (per_step * sum(weights)))
     notes = []
-    if steps < MIN_STEPS:
-        notes.append(f"the budget affords about {max(steps, 0)} steps per run; ran {MIN_STEPS} (the minimum), "
-                     f"expected to take {(len(plan) * per_cell + sum(weights) * MIN_STEPS * per_step) / 60:.1f} min")
-        steps = MIN_STEPS
-    steps = min(steps, MAX_STEPS)
-    say(f"pilot: {per_step * 1000:.1f} ms per step, {per_cell:.2f} s per cell; {len(plan)} cells x {steps} steps "
-        f"x {seeds} seeds")
+    per_step = None
+    if steps is None:
+        # timed pilots (fine-tuning at N: the costliest step) without early stopping: a warm-up, then a short
+        # and a long run; their difference is the cost of a step, the long run's remainder the fixed cost of a cell
+        _, short, long = (_run_cell(source, cfg(N, "freeze", 0, s, patience_steps=s), seed)["seconds"]
+                          for s in (PILOT_STEPS[0], *PILOT_STEPS))
+        per_step = max(long - short, 1e-9) / (PILOT_STEPS[1] - PILOT_STEPS[0])
+        per_cell = max(long - PILOT_STEPS[1] * per_step, 0.0)
+        left = budget - (time.monotonic() - started)
+        steps = int((left - len(plan) * per_cell) / (per_step * sum(weights)))
+        if steps < MIN_STEPS:
+            notes.append(f"the budget affords about {max(steps, 0)} steps per run; ran {MIN_STEPS} (the minimum), "
+                         f"expected to take {(len(plan) * per_cell + sum(weights) * MIN_STEPS * per_step) / 60:.1f} min")
+            steps = MIN_STEPS
+        steps = min(steps, MAX_STEPS)
+        say(f"pilot: {per_step * 1000:.1f} ms per step, {per_cell:.2f} s per cell; {len(plan)} cells x {steps} steps "
+            f"x {seeds} seeds")
+    else:
+        say(f"{len(plan)} cells x {steps} steps x {seeds} seeds (steps given: no pilots, no budget)")
 
     cells = []
     for i, ((n, protocol, k), weight) in enumerate(zip(plan, weights, strict=True), start=1):
@@ -438,7 +450,7 @@ def advise(
     advice.predictors, advice.predictor_notes = predictors, predictor_notes
     advice.sweep = {"sizes": sizes, "scratch_sizes": scratch_sizes, "seeds": seeds, "max_steps": steps,
                     "validation_size": val_size, "test_size": cells[0]["n_test"], "cells": len(plan),
-                    "pilot_seconds_per_step": per_step, "budget_minutes": budget / 60,
+                    "pilot_seconds_per_step": per_step, "budget_minutes": None if per_step is None else budget / 60,
                     "seconds": time.monotonic() - started, "unconverged_runs": unconverged, "lr": lr}
     advice.notes = notes + advice.notes
     if unconverged:

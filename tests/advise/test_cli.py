@@ -66,3 +66,23 @@ def test_advise_end_to_end(tiny_pair: Path, advise_cli: Callable[..., Any], tmp_
     page = out_html.read_text()
     assert page.count("data:image/png;base64,") == 2 and "verdict:" in page
     assert "http://" not in page and "https://" not in page  # self-contained
+
+
+def test_fixed_steps_give_the_same_advice_twice(tiny_pair: Path, advise_cli: Callable[..., Any], tmp_path: Path) -> None:
+    """--steps pins the steps per run: no timed pilots, no budget, and two runs give the same cells (same seeds
+    and steps; compared to 1e-12, far below any training effect, so only float rounding may differ)."""
+    runs = []
+    for i in range(2):
+        out = tmp_path / f"advice{i}.json"
+        proc = advise_cli("--model", "module:tiny_source:build", "--data", f"npz:{tiny_pair / 'target.npz'}",
+                          "--target-size", 40, "--steps", 50, "--json", out, "--seed", 2)
+        assert proc.returncode == 0, proc.stderr
+        assert "steps given" in proc.stderr and "pilot:" not in proc.stderr
+        runs.append(json.loads(out.read_text()))
+    first, second = runs
+    assert first["sweep"]["max_steps"] == 50
+    assert first["sweep"]["budget_minutes"] is None and first["sweep"]["pilot_seconds_per_step"] is None
+    assert first["decision"] == second["decision"] and first["k_star"] == second["k_star"]
+    assert len(first["cells"]) == len(second["cells"])
+    for a, b in zip(first["cells"], second["cells"], strict=True):
+        assert a["errors"] == pytest.approx(b["errors"], abs=1e-12)

@@ -31,12 +31,13 @@ BAD_INPUT = [  # (model, data, extra args, fragment of the one-line error)
     ("module:tiny_source:build", "single", [], "single class"),
     ("module:tiny_source:build", "garbage", [], "not a readable .npz file"),
     ("module:tiny_source:build", "missing", [], "does not exist"),
+    ("module:tiny_source:build", "target", ["--steps", 10], "steps"),
 ]
 
 
 @pytest.mark.parametrize(("model", "data", "extra", "fragment"), BAD_INPUT,
                          ids=["unknown-model", "unknown-pretrained", "block-names", "target-too-small",
-                              "too-little-data", "single-class", "unreadable-file", "missing-file"])
+                              "too-little-data", "single-class", "unreadable-file", "missing-file", "too-few-steps"])
 def test_advise_bad_input(tiny_pair: Path, single_class_npz: Path, advise_cli: Callable[..., Any], tmp_path: Path,
                           model: str, data: str, extra: list[object], fragment: str) -> None:
     garbage = tmp_path / "garbage.npz"

@@ -20,6 +20,8 @@ def advise_command(
     target_size: int | None = typer.Option(None, "--target-size", help="N, your training examples (default: "
                                            "min(1000, what the training split allows))."),
     budget: float = typer.Option(5.0, "--budget", help="Minutes for the whole sweep; the step budget is fitted to it."),
+    steps: int | None = typer.Option(None, "--steps", help="Optimizer steps per training run, fixed: no timed "
+                                        "pilots and no --budget, so the advice is the same on every machine."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the full advice as JSON here."),
     html_path: Path | None = typer.Option(None, "--html", help="Write an HTML page with the curves here."),
     seed: int = typer.Option(0, "--seed", help="Seed of every subset and initialisation."),
@@ -37,7 +39,7 @@ def advise_command(
         print(line, file=sys.stderr, flush=True)
 
     advice = advise(model, data, target_size=target_size, budget_minutes=budget, seed=seed, seeds=seeds,
-                    target_labels=target_labels, architecture=architecture, source_size=source_size, lr=lr,
+                    target_labels=target_labels, architecture=architecture, source_size=source_size, lr=lr, steps=steps,
                     on_progress=progress)
     print(f"transferlab advise: {model} -> {data} (N = {advice.target_size}, {advice.n_classes} classes, "
           f"{advice.n_blocks} blocks: {', '.join(advice.block_names)})")
