@@ -110,8 +110,8 @@ def run_command(
 def _limited_threads(threads: int) -> Iterator[None]:
     """Run this process's torch and BLAS on ``threads`` threads, as a worker of the process executor
     does, and restore them afterwards: on a shared machine, multithreaded small tensor operations spin
-    on busy cores (measured: a 3-cell fate sweep took 97 s with two threads against 14 s with one, at
-    load 9 on 2 cores). An ``OMP_NUM_THREADS`` the user set wins; torch reads the variables when it
+    on busy cores (seen once on 2 loaded cores: a 3-cell fate sweep was several times slower on two
+    threads than on one; not a benchmark). An ``OMP_NUM_THREADS`` the user set wins; torch reads the variables when it
     is imported (here, usually later, by the experiment kind)."""
     import os
 

@@ -61,7 +61,7 @@ from pydantic import Field, model_validator
 from transferlab.errors import ConfigError
 from transferlab.experiments._source_cache import digest, load_or_train
 from transferlab.experiments.base import Cell, Experiment, Results, ResultTable
-from transferlab.experiments.transfer import TargetTrainingConfig, _settings, pooled_error, protocol_row
+from transferlab.experiments.transfer import TargetTrainingConfig, _settings, pooled_error, protocol_row, run_fields
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -397,8 +397,8 @@ def _run_stacked(cells: Sequence[Cell]) -> list[dict[str, Any]]:
     assert train is not None and test is not None
     record = fit(net, *train, settings=settings, generator=groups, val=val, start_block=k_min, frozen_blocks=frozen)
     metrics = evaluate(net, *test, loss=parts[0].loss, start_block=k_min)
-    # the fields protocol_row gives a single run (a run is unconverged when its trainer says so or when
-    # validation never beat its initial weights)
+    # the fields protocol_row gives a single run (run_fields; a run is unconverged when its trainer says so or
+    # when validation never beat its initial weights)
     bad = (~record.converged | ~record.improved).tolist()
     errors, stops = metrics["error"].double().numpy(), record.stop_epoch.tolist()
     rows, start = [], 0
@@ -406,11 +406,9 @@ def _run_stacked(cells: Sequence[Cell]) -> list[dict[str, Any]]:
         own = slice(start, start + count)
         start += count
         facts = replicates[(cell.seed, cell.replicate)][2]
-        unconverged = int(sum(bad[own]))
-        rows.append({"n_blocks": first.depth, "source_test_error": facts["test_error"], "k": frozen[own.start],
-                     "test_error": float(errors[own].mean()), "test_error_instances": [float(e) for e in errors[own]],
-                     "test_loss": float(metrics["loss"][own].mean()), "converged": unconverged == 0,
-                     "unconverged": unconverged, "stop_epoch_instances": [int(e) for e in stops[own]]})
+        rows.append({"n_blocks": first.depth, "source_test_error": facts["test_error"],
+                     **run_fields(frozen[own.start], errors[own], float(metrics["loss"][own].mean()),
+                                  int(sum(bad[own])), [int(e) for e in stops[own]])})
     return rows
 
 
@@ -717,49 +715,51 @@ def _map_axes(ax: Any, qs: list[float], sizes: list[int]) -> None:
     ax.set_ylabel("correlation q")
 
 
-def _k_star_figure(s: dict[str, Any]) -> Figure:
+def _map_figure(s: dict[str, Any], value: Any, text: Any, colorbar_label: str, **imshow: Any) -> tuple[Figure, Any]:
+    """A (q rows) x (n_t columns) map of ``value(row)`` over the setting's ``best`` rows, each cell annotated
+    with ``text(row)`` (None: no text) and a colour bar; returns the figure and the colour bar."""
     from matplotlib.figure import Figure
 
-    qs, sizes, grid = _grid(s, lambda r: r["k_star"])
+    qs, sizes, grid = _grid(s, value)
     rows = {(r["q"], r["n_t"]): r for r in s["best"]}
     fig = Figure(figsize=(1.2 * len(sizes) + 3.0, 0.8 * len(qs) + 2.0))
     ax = fig.add_subplot()
-    image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", cmap="viridis", vmin=0, vmax=s["n_blocks"],
-                      aspect="auto")
+    image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", **imshow)
     for i, q in enumerate(qs):
         for j, n in enumerate(sizes):
             r = rows.get((q, n))
-            if r is None or r["k_star"] is None:
-                continue
-            extra = "" if r["head_margin_in_se"] is None else f"\n{_se_text(r['head_margin_in_se'])}"
-            ax.text(j, i, f"{r['k_star']}{extra}", ha="center", va="center", fontsize=8,
-                    color="white" if r["k_star"] < 0.6 * s["n_blocks"] else "black")
+            label = None if r is None or value(r) is None else text(r)
+            if label is not None:
+                words, color = label
+                ax.text(j, i, words, ha="center", va="center", fontsize=8, color=color)
     _map_axes(ax, qs, sizes)
-    fig.colorbar(image, ax=ax, label="k*, blocks frozen", ticks=range(s["n_blocks"] + 1))
+    colorbar = fig.colorbar(image, ax=ax, label=colorbar_label)
     fig.tight_layout()
+    return fig, colorbar
+
+
+def _k_star_figure(s: dict[str, Any]) -> Figure:
+    L = s["n_blocks"]
+
+    def text(r: dict[str, Any]) -> tuple[str, str]:
+        extra = "" if r["head_margin_in_se"] is None else f"\n{_se_text(r['head_margin_in_se'])}"
+        return f"{r['k_star']}{extra}", "white" if r["k_star"] < 0.6 * L else "black"
+
+    fig, colorbar = _map_figure(s, lambda r: r["k_star"], text, "k*, blocks frozen", cmap="viridis", vmin=0, vmax=L)
+    colorbar.set_ticks(range(L + 1))
     return fig
 
 
 def _transferability_figure(s: dict[str, Any]) -> Figure:
-    from matplotlib.figure import Figure
-
     from transferlab.report.plots import diverging_norm
 
-    qs, sizes, grid = _grid(s, lambda r: r["transferability"])
-    rows = {(r["q"], r["n_t"]): r for r in s["best"]}
-    fig = Figure(figsize=(1.2 * len(sizes) + 3.0, 0.8 * len(qs) + 2.0))
-    ax = fig.add_subplot()
-    image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", cmap="RdBu_r", norm=diverging_norm(grid, cap=0.5),
-                      aspect="auto")
-    for i, q in enumerate(qs):
-        for j, n in enumerate(sizes):
-            r = rows.get((q, n))
-            if r is not None and r["transferability"] is not None:
-                se = "" if r["transferability_se"] is None else f"\n± {r['transferability_se']:.3f}"
-                ax.text(j, i, f"{r['transferability']:+.3f}{se}", ha="center", va="center", fontsize=8)
-    _map_axes(ax, qs, sizes)
-    fig.colorbar(image, ax=ax, label="scratch error − best transfer error")
-    fig.tight_layout()
+    def text(r: dict[str, Any]) -> tuple[str, str]:
+        se = "" if r["transferability_se"] is None else f"\n± {r['transferability_se']:.3f}"
+        return f"{r['transferability']:+.3f}{se}", "black"
+
+    grid = _grid(s, lambda r: r["transferability"])[2]
+    fig, _ = _map_figure(s, lambda r: r["transferability"], text, "scratch error − best transfer error",
+                         cmap="RdBu_r", norm=diverging_norm(grid, cap=0.5))
     return fig
 
 

@@ -68,7 +68,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from transferlab.protocols.transfer import TargetData
 
 __all__ = ["TargetTrainingConfig", "TransferConfig", "TransferExperiment", "build_source", "pooled_error", "protocol_row",
-           "source_cache_dir"]
+           "run_fields", "source_cache_dir"]
 
 Protocol = Literal["scratch", "linear_probe", "finetune", "freeze", "defrost", "lp_ft"]
 #: The seed of the shared test subset (every cell sees the same test images).
@@ -461,17 +461,25 @@ def protocol_row(cfg: Any, source: BlockNet, data: TargetData, settings: Any, ge
                                   generator=generator)]
     result = runs[-1]
     unconverged = sum(int((~r.converged | ~_improved(r)).sum()) for r in runs)
-    errors = result.test_error.double().numpy()
-    row.update({
-        "k": result.k,
+    row.update(run_fields(result.k, result.test_error.double().numpy(), float(result.test_loss.mean()), unconverged,
+                          [] if result.stop_epoch is None else [int(e) for e in result.stop_epoch]))
+    return row
+
+
+def run_fields(k: int, errors: np.ndarray, test_loss: float, unconverged: int, stop_epochs: list[int]
+               ) -> dict[str, Any]:
+    """The result fields of a row from one run of I instances: ``k``, ``test_error`` (mean of ``errors``,
+    shape (I,)), ``test_error_instances``, ``test_loss`` (mean over instances), ``converged`` (no
+    instance unconverged), ``unconverged`` (count) and ``stop_epoch_instances``."""
+    return {
+        "k": k,
         "test_error": float(errors.mean()),
         "test_error_instances": [float(e) for e in errors],
-        "test_loss": float(result.test_loss.mean()),
+        "test_loss": test_loss,
         "converged": unconverged == 0,
         "unconverged": unconverged,
-        "stop_epoch_instances": [] if result.stop_epoch is None else [int(e) for e in result.stop_epoch],
-    })
-    return row
+        "stop_epoch_instances": stop_epochs,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
