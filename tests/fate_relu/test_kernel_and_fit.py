@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from transferlab.errors import DataError
-from transferlab.experiments.fate_relu import fit_power_law, linear_transfer, population_error, relu_pair_kernel
+from transferlab.experiments.fate_relu import (
+    fit_power_law,
+    linear_transfer,
+    population_error,
+    population_error_grad,
+    relu_pair_kernel,
+)
 from transferlab.theory import relu
 
 
@@ -82,3 +88,47 @@ def test_power_law_fit_exact_and_interval_covers_the_truth() -> None:
 def test_power_law_fit_rejects_bad_input(n: list[int], samples: list[list[float]]) -> None:
     with pytest.raises(DataError, match="power-law fit needs"):
         fit_power_law(n, samples)
+
+
+def test_fused_population_gradient_matches_autograd_of_the_closed_form() -> None:
+    """population_error_grad (value and gradient in one pass, used by pretraining) against autograd through
+    population_error, whose kernel backward is checked against finite differences above; neurons parallel
+    and antiparallel to a teacher neuron and to each other included."""
+    rng = np.random.default_rng(5)
+    I, m, k, d = 2, 9, 4, 6
+    a, W = rng.standard_normal((I, m)), _neurons(rng, I, m, d)
+    b, V = rng.standard_normal((I, k)), _neurons(rng, I, k, d)
+    W[:, 0], W[:, 1], W[:, 2] = 0.3 * V[:, 0], -2.0 * V[:, 1], 1.7 * W[:, 3]
+    at, Wt = torch.tensor(a, requires_grad=True), torch.tensor(W, requires_grad=True)
+    bt, Vt = torch.tensor(b), torch.tensor(V)
+    want = population_error(at, Wt, bt, Vt)
+    want_a, want_W = torch.autograd.grad(want.sum(), (at, Wt))
+    norm2 = relu.function_norm2(b, V)
+    loss, got_a, got_W = population_error_grad(at.detach(), Wt.detach(), bt, Vt, torch.tensor(norm2))
+    # float64, the same closed form summed in another order: agreement to rounding of O(1) terms (1e-10)
+    torch.testing.assert_close(loss, want.detach(), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(got_a, want_a, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(got_W, want_W, rtol=1e-10, atol=1e-12)
+
+
+def test_fused_population_gradient_in_float32_at_the_full_size() -> None:
+    """At the full specification's size (d = 100, m = 1000, 50 source neurons), float32 value and gradient
+    against float64, at a pretrained-like point: student neurons on the teacher's (1% jitter), readout
+    balanced, so that L / ||f_s||^2 is small and the float32 cancellation is at its worst."""
+    rng = np.random.default_rng(6)
+    d, m, k = 100, 1000, 50
+    V = rng.standard_normal((1, k, d))
+    V /= np.linalg.norm(V, axis=-1, keepdims=True)
+    b = np.full((1, k), 1.0 / 100)
+    # about m / k student neurons on each teacher neuron, each with c_i = |w_i| = r: f ~ f_s when r^2 = b k
+    W = (V[:, rng.integers(0, k, m)] + 0.01 * rng.standard_normal((1, m, d)) / np.sqrt(d)) * np.sqrt(b[0, 0] * k)
+    a = np.linalg.norm(W, axis=-1) / m
+    norm2 = relu.function_norm2(b[0], V[0])[None]
+    exact = [t.double() for t in population_error_grad(*(torch.tensor(t) for t in (a, W, b, V, norm2)))]
+    single = population_error_grad(*(torch.tensor(t, dtype=torch.float32) for t in (a, W, b, V, norm2)))
+    assert 1e-4 < float(exact[0][0] / norm2[0]) < 1e-2  # a near-converged point (measured 1.5e-3)
+    # the loss is a difference of O(||f_s||^2) terms: float32 rounding (6e-8 per operation, sums of m + k terms)
+    # leaves an absolute error of order 1e-7 ||f_s||^2 (measured 9e-8), small against the tolerances >= 1e-5
+    assert abs(float(single[0][0]) - float(exact[0][0])) < 1e-6 * norm2[0]
+    for got, want in zip(single[1:], exact[1:], strict=True):  # norm-wise relative error, measured <= 7e-6
+        assert float((got.double() - want).norm() / want.norm()) < 1e-4

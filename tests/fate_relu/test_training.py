@@ -113,3 +113,18 @@ def _source_problem() -> tuple[torch.Tensor, ...]:
     W0 = torch.tensor(rng.standard_normal((1, 48, 8)) * 0.01 / math.sqrt(8))
     c0 = torch.tensor(rng.standard_normal((1, 48)) * 0.01)
     return c0, W0, torch.tensor(pair.source_weights[None]), torch.tensor(pair.source_neurons[None])
+
+
+def test_float32_pretraining_stops_on_the_float64_loss() -> None:
+    """dtype float32: the steps run in single precision, the stopping loss is the float64 closed form of the
+    float32 parameters, and the run follows the float64 one (same stopping step within 2%: rounding of
+    6e-8 per operation perturbs a 2,000-step trajectory far less than that)."""
+    pair, _, (_, _, rel64, steps64, _) = _pretrained(0.5)
+    c0, W0, b, V = _source_problem()
+    c, W, rel, steps, ok = pretrain(c0.float(), W0.float(), b, V, lr=2.0, max_steps=3000, tol=3e-4)
+    assert W.dtype == torch.float32 and ok.tolist() == [True] and rel[0] <= 3e-4
+    a = np.concatenate([c[0].double().numpy() / 48, -pair.source_weights])
+    err = relu.function_norm2(a, np.concatenate([W[0].double().numpy(), pair.source_neurons]))
+    assert rel[0] == pytest.approx(float(err) / float(relu.function_norm2(pair.source_weights, pair.source_neurons)),
+                                   rel=1e-9)  # float64 closed forms of the same parameters
+    assert abs(int(steps[0]) - int(steps64[0])) <= 0.02 * steps64[0]

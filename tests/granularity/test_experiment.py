@@ -17,11 +17,18 @@ from transferlab.experiments.base import Cell, ResultTable
 from transferlab.experiments.granularity import (
     GranularityConfig,
     GranularityExperiment,
+    _checkpoint_epochs,
     _draw,
+    _run_stacked,
+    _seq,
     pretraining_labels,
 )
+from transferlab.experiments.transfer import _PROBE_TOL
+from transferlab.nets import neuron_feature_cosines, patch_cnn
+from transferlab.protocols.transfer import TargetData, finetune, linear_probe_transfer
 from transferlab.sweep import expand_cells, load_spec
 from transferlab.tasks.multiview import label_map
+from transferlab.train.loop import TrainSettings, evaluate, fit
 
 # tiny: C = 2 x k = 3, d = 12, P = 4 patches, 2 instances, a few steps
 TINY = {"n_subclasses": 3, "d": 12, "patches": 4, "common_patches": 1, "fine_patches": 1, "n_pretrain": 60,
@@ -103,6 +110,60 @@ def test_a_cell_does_not_depend_on_its_batch() -> None:
     assert np.allclose(alone["align_fine"], batched["align_fine"], rtol=0, atol=1e-5)
 
 
+def _per_network(cell: Cell) -> dict[str, list]:
+    """One cell the generic way, in float64: patch_cnn trained by fit between the checkpoints, then
+    protocols.transfer's linear_probe_transfer and finetune, errors by evaluate (the per-network path)."""
+    cfg = cell.config
+    assert isinstance(cfg, GranularityConfig)
+    feats, data = _draw(cell, cfg)
+    net = patch_cnn(cfg.patches, cfg.d, cfg.pretrain_classes, cfg.width, instances=cfg.instances,
+                    bias=-cfg.threshold / cfg.d, generator=cell.torch_generator(0), dtype=torch.float64)
+    x = data["pretrain"].x.double()
+    y = pretraining_labels(cfg, data["pretrain"].fine,
+                           np.random.default_rng(_seq(cell, {"role": "labels", **cfg.data_fields()})))
+    align = [neuron_feature_cosines(net, feats.dictionary).amax(1)]
+    epochs = _checkpoint_epochs(cfg)
+    for start, stop in zip(epochs[:-1], epochs[1:], strict=True):
+        record = fit(net, x, y, generator=torch.Generator(), settings=TrainSettings(
+            optimizer="sgd", lr=cfg.lr, batch_size=cfg.n_pretrain, max_epochs=stop - start, patience=None))
+        align.append(neuron_feature_cosines(net, feats.dictionary).amax(1))
+    curves = torch.stack(align, 1)  # (I, T + 1, M)
+    target = TargetData(x_train=data["target"].x.double(), y_train=data["target"].coarse,
+                        x_test=data["easy"].x.double(), y_test=data["easy"].coarse, n_classes=cfg.n_superclasses)
+    probe = linear_probe_transfer(net, target, l2=cfg.probe_l2, tol=_PROBE_TOL)
+    tuned = finetune(net, target, generator=cell.torch_generator(1), settings=TrainSettings(
+        optimizer="sgd", lr=cfg.target_lr, batch_size=cfg.n_target, max_epochs=cfg.target_epochs, patience=None))
+    hard = (data["hard"].x.double(), data["hard"].coarse)
+    C = cfg.n_superclasses
+    return {"pretrain_loss_instances": record.train_loss.tolist(),
+            "pretrain_error_instances": evaluate(net, x, y)["error"].tolist(),
+            "probe_easy_error_instances": probe.test_error.tolist(),
+            "probe_hard_error_instances": evaluate(probe.net, *hard)["error"].tolist(),
+            "finetune_easy_error_instances": tuned.test_error.tolist(),
+            "finetune_hard_error_instances": evaluate(tuned.net, *hard)["error"].tolist(),
+            "align_common": curves[..., :C].mean((0, 2)).tolist(), "align_fine": curves[..., C:].mean((0, 2)).tolist(),
+            "converged": (record.converged & probe.converged & tuned.converged).tolist()}
+
+
+def test_the_stacked_program_equals_the_per_network_path() -> None:
+    # replicate 0: three label variants on the same data (one input set, S = 3); replicate 1 and a rarer
+    # fine feature on replicate 0: one cell each on data of their own (two input sets of S = 1, one program)
+    cells = [_cell(20, labels="aligned", n_classes=4), _cell(21, labels="global", n_classes=4),
+             _cell(22, labels="random", n_classes=4), _cell(23, replicate=1, labels="aligned", n_classes=4),
+             _cell(24, labels="aligned", n_classes=4, fine_probability=0.5)]
+    rows = _run_stacked(cells, dtype=torch.float64)
+    for cell, row in zip(cells, rows, strict=True):
+        expected = _per_network(cell)
+        # float64 both ways: the same sums in another order (~1e-16 per operation, 6 steps and a probe
+        # converged to 1e-7 whose iterates agree to rounding); 1e-10 fails on any real difference. Errors
+        # are counts / 50 test samples: equal unless a logit margin were below ~1e-12 (none is).
+        for name, values in expected.items():
+            if name == "converged":
+                assert row[name] == values
+            else:
+                assert np.allclose(row[name], values, rtol=0, atol=1e-10), name
+
+
 def test_rows_analysis_and_figures() -> None:
     exp = get_experiment("granularity")
     assert isinstance(exp, GranularityExperiment)
@@ -140,6 +201,8 @@ def test_shipped_specs_expand(tmp_path: Path) -> None:
     for mode in ("quick", "full"):
         counts[mode] = []
         for run in reproduce.SPECS["granularity"][mode]:
+            if run.store:  # the real label hierarchies: the transfer kind, in a store of their own
+                continue
             path = tmp_path / f"{mode}-{run.out_name}"
             path.write_text(run.text(), encoding="utf-8")
             counts[mode].append(len(expand_cells(load_spec(path))))

@@ -1,15 +1,19 @@
 """The patch network of Hong et al. (2024): forward against a slow loop written from the formula,
-instance independence, the fixed second layer and bias, the alignment measure, training and bad input."""
+instance independence, the fixed second layer and bias, the alignment measure, training and bad input; the
+fused full-batch trainer (patch_gd, patch_pool) against fit / finetune on each network (autograd)."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from transferlab.errors import ConfigError
-from transferlab.nets import BlockNet, neuron_feature_cosines, patch_cnn
+from transferlab.errors import ConfigError, DataError, TrainingDiverged
+from transferlab.nets import BlockNet, neuron_feature_cosines, patch_cnn, patch_gd, patch_pool
+from transferlab.protocols.transfer import TargetData, finetune, transfer_net
 from transferlab.train.loop import TrainSettings, fit
 
 # float64 throughout: a fast and a slow evaluation of the same sums agree to rounding (~1e-15 relative,
@@ -118,3 +122,105 @@ def test_neuron_feature_cosines_from_the_definition() -> None:
 def test_bad_input_is_refused(call: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         call()  # type: ignore[operator]
+
+
+# --------------------------------------------------------------------------------------------------
+# the fused full-batch trainer against the generic one (autograd through the network, fit)
+# --------------------------------------------------------------------------------------------------
+
+# float64, a few steps of lr 0.5 on O(1) losses: the closed form and autograd sum the same terms in another
+# order, so they agree to ~1e-16 per step; 1e-12 leaves room for the growth over 7 steps and fails on any
+# real difference (a wrong sign, a missing ReLU mask or a stale head gives differences of order 1e-2).
+GD_TOL = 1e-12
+
+
+def _gd_case(chunked: bool, monkeypatch: pytest.MonkeyPatch) -> tuple:
+    """G = 3 input sets, S = 2 networks of K = 3 classes x m = 2 neurons each, n = 30 samples of 5 patches."""
+    import sys
+
+    if chunked:  # one input set per chunk: the chunk loop must not change anything
+        monkeypatch.setattr(sys.modules["transferlab.nets.patch_cnn"], "_CHUNK_BYTES", 1)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 30, 5, 7, generator=g, dtype=torch.float64)
+    nets = [_net(classes=3, width=2, seed=s) for s in range(2)]  # instances = 3 = G
+    weight = torch.cat([net.blocks[0].weight.detach() for net in nets], 2)  # (3, 7, 2 x 6)
+    return x, nets, weight
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_patch_gd_equals_fit_on_each_network(chunked: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    x, nets, weight = _gd_case(chunked, monkeypatch)
+    y = torch.randint(0, 3, (3, 2, 30), generator=torch.Generator().manual_seed(6))
+    before = weight.clone()
+    result = patch_gd(weight, x, y, networks=2, bias=-0.1, lr=0.5, steps=7, classes=3, record=[0, 3, 7])
+    assert torch.equal(weight, before)  # the caller's weights are not modified
+    settings = TrainSettings(optimizer="sgd", lr=0.5, batch_size=30, max_epochs=7, patience=None)
+    for s, net in enumerate(nets):
+        columns = slice(6 * s, 6 * s + 6)
+        at3 = copy.deepcopy(net)
+        fit(at3, x, y[:, s], settings=dataclasses.replace(settings, max_epochs=3), generator=torch.Generator())
+        record = fit(net, x, y[:, s], settings=settings, generator=torch.Generator().manual_seed(1))
+        W = net.blocks[0].weight.detach()
+        assert torch.allclose(result.weight[..., columns], W, rtol=0, atol=GD_TOL)
+        assert torch.allclose(result.snapshots[3][..., columns], at3.blocks[0].weight.detach(), rtol=0, atol=GD_TOL)
+        assert torch.equal(result.snapshots[0][..., columns], before[..., columns])
+        assert torch.equal(result.snapshots[7], result.weight)
+        assert torch.allclose(result.losses[-1, :, s], record.train_loss, rtol=0, atol=GD_TOL)  # fit's T(E)
+        assert torch.equal(result.converged[:, s], record.converged)
+    assert result.losses.shape == (7, 3, 2) and bool((result.losses[-1] < result.losses[0]).all())
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_patch_gd_with_a_head_equals_finetune(chunked: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    x, nets, weight = _gd_case(chunked, monkeypatch)
+    y = torch.randint(0, 2, (3, 30), generator=torch.Generator().manual_seed(7))  # shared by both networks
+    data = TargetData(x_train=x, y_train=y, x_test=x[0], y_test=y[0], n_classes=2)
+    settings = TrainSettings(optimizer="sgd", lr=0.5, batch_size=30, max_epochs=5, patience=None)
+    tuned = [finetune(net, data, settings=settings, generator=torch.Generator().manual_seed(10 + s))
+             for s, net in enumerate(nets)]
+    # the same initial heads: transfer_net draws them first from the protocol's generator
+    heads = [transfer_net(net, 0, 2, reinit_unfrozen=False, generator=torch.Generator().manual_seed(10 + s)).head
+             for s, net in enumerate(nets)]
+    head = (torch.stack([h.weight.detach() for h in heads], 1), torch.stack([h.bias.detach() for h in heads], 1))
+    result = patch_gd(weight, x, y, networks=2, bias=-0.1, lr=0.5, steps=5, head=head)
+    assert result.head is not None
+    for s, done in enumerate(tuned):
+        assert done.net is not None and done.training is not None
+        assert torch.allclose(result.weight[..., 6 * s : 6 * s + 6], done.net.blocks[0].weight.detach(), rtol=0,
+                              atol=GD_TOL)
+        assert torch.allclose(result.head[0][:, s], done.net.head.weight.detach(), rtol=0, atol=GD_TOL)
+        assert torch.allclose(result.head[1][:, s], done.net.head.bias.detach(), rtol=0, atol=GD_TOL)
+        assert torch.allclose(result.losses[-1, :, s], done.training.train_loss, rtol=0, atol=GD_TOL)
+
+
+def test_patch_pool_is_the_networks_features() -> None:
+    net = _net()
+    x = torch.randn(3, 6, 5, 7, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    pooled = patch_pool(net.blocks[0].weight, x, bias=-0.1)
+    assert pooled.shape == (3, 6, 12)
+    assert torch.allclose(pooled, net.features(x, 1), rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [({"classes": 3, "head": (torch.zeros(1), torch.zeros(1))}, ConfigError, "exactly one of classes"),
+     ({}, ConfigError, "exactly one of classes"),
+     ({"classes": 5}, ConfigError, "not a multiple of classes"),
+     ({"classes": 3, "networks": 5}, ConfigError, "not a multiple of networks"),
+     ({"classes": 3, "y": torch.zeros(3, 2, 29, dtype=torch.int64)}, DataError, "y must be int64 labels"),
+     ({"classes": 3, "y": torch.full((3, 30), 3)}, DataError, "labels must lie in 0..2"),
+     ({"classes": 3, "x": torch.full((3, 30, 5, 7), math.nan, dtype=torch.float64)}, DataError, "non-finite"),
+     ({"classes": 3, "steps": 0}, ConfigError, "steps")],
+)
+def test_patch_gd_refuses_bad_input(kwargs: dict, error: type, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    x, _, weight = _gd_case(False, monkeypatch)
+    args = {"x": x, "y": torch.zeros(3, 30, dtype=torch.int64), "networks": 2, "steps": 2, **kwargs}
+    with pytest.raises(error, match=message):
+        patch_gd(weight, args.pop("x"), args.pop("y"), bias=-0.1, lr=0.5, **args)
+
+
+def test_patch_gd_reports_divergence(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, _, weight = _gd_case(False, monkeypatch)
+    y = torch.randint(0, 3, (3, 30), generator=torch.Generator().manual_seed(9))
+    with pytest.raises(TrainingDiverged, match="diverged"):  # a step of 1e8 blows every loss up
+        patch_gd(weight * 10, x, y, networks=2, bias=-0.1, lr=1e8, steps=4, classes=3)

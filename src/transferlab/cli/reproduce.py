@@ -29,7 +29,21 @@ to Animal-MNIST in the full grid) into ``<out>/defrost_real.db``, reported in ``
 pretraining label functions on hierarchical multi-view data) into ``<out>/granularity.db``: the aligned,
 global and random label functions, then as variants no, coarse and fine pretraining (``-main``), fine
 classes split at random beyond the hierarchy (``-split``) and coarse vs fine over the fine-feature
-probability (``-rarity``).
+probability (``-rarity``); and the real label hierarchies with the ``transfer`` kind
+(``granularity_real_{quick,full}.toml``: a CNN pretrained on Fashion-MNIST with fine, coarse, k-means and random
+labels, transferred to its 5 groups; the full run adds MNIST + Fashion + Animal as a variant, ``-mfa``) into
+``<out>/granularity_real.db``, reported in ``<out>/report_real.html``.
+
+``transferlab reproduce transferability [--quick]`` runs the ``transferability`` kind
+(``transferability_{quick,full}.toml``: transferability predictors against measured transfer on a zoo of trained
+sources and 4 targets) into ``<out>/transferability.db``, then as variants the pretrained networks
+(``-pretrained``) and the advisor validation on held-out pairs (``-advise``: scratch and ``transferlab advise``).
+
+``transferlab reproduce transfer-scaling [--quick]`` runs the ``transfer_scaling`` kind
+(``transfer_scaling_{quick,full}.toml``: byte-level transformers trained on Python from scratch and fine-tuned
+on Python after English pretraining) into ``<out>/transfer-scaling.db``: first the file with ``regime =
+["pretrain"]`` and no ``data_size`` axis (``-pretrain``: one English pretraining per size, cached on disk), then
+the file as it is (the scratch and fine-tuned runs, which load the cached sources).
 """
 
 from __future__ import annotations
@@ -101,6 +115,25 @@ _REAL = {
              SpecRun("defrost_real_full.toml", {**_COARSE, **_BASELINES}, "-coarse-baselines", store="_real")),
 }
 
+#: the transfer-scaling pretraining sweep: English pretraining once per size, before the runs that load it
+_PRETRAIN = {"regime": ["pretrain"], "data_size": None}
+
+#: the transferability zoo's pretrained networks, and the advisor validation's held-out pairs (their measured sweep
+#: is the main grid's, whose cells the variant finds done; it adds scratch and advise)
+_ZOO_PRETRAINED = {"source": ["pretrained:mobilenet_v2", "pretrained:efficientnet_lite0"]}
+_ADVISE_PAIRS = {"source": ["cnn:mnist[0,1,2,3,4]", "mlp:animal_mnist[0,1,2,3,4]"],
+                 "target": ["fashion_mnist[5,6,7,8,9]", "animal_mnist[5,6,7,8,9]"],
+                 "protocol": ["scratch", "linear_probe", "freeze_sweep", "finetune", "advise"]}
+
+#: the granularity paper's real label hierarchies (the transfer kind, so a store of its own): Fashion-MNIST, and in
+#: the full run MNIST + Fashion + Animal (30 classes) -> its six "halves" groups as a variant
+_MFA = {"source": ["trained:mnist_fashion_animal"], "target": ["mnist_fashion_animal"], "target_labels": ["coarse:halves"],
+        "source_labels": ["fine", "coarse"] + [f"kmeans-aligned:{k}:halves" for k in (6, 12, 30)]
+        + [f"kmeans:{k}" for k in (6, 30)] + ["random:30"]}
+_GRANULARITY_REAL = {"quick": (SpecRun("granularity_real_quick.toml", store="_real"),),
+                     "full": (SpecRun("granularity_real_full.toml", store="_real"),
+                              SpecRun("granularity_real_full.toml", _MFA, "-mfa", store="_real"))}
+
 #: paper -> mode -> sweeps, run in order into one store (or the run's own ``store``).
 SPECS: dict[str, dict[str, tuple[SpecRun, ...]]] = {
     "fate": {
@@ -141,14 +174,24 @@ SPECS: dict[str, dict[str, tuple[SpecRun, ...]]] = {
                            SpecRun(f"granularity_{mode}.toml", {"labels": ["fine"], "n_classes": None,
                                                                  "split": splits}, "-split"),
                            SpecRun(f"granularity_{mode}.toml", {"labels": ["coarse", "fine"], "n_classes": None,
-                                                                 "fine_probability": [0.25, 0.5]}, "-rarity"))
+                                                                 "fine_probability": [0.25, 0.5]}, "-rarity"),
+                           *_GRANULARITY_REAL[mode])
                     for mode, splits in (("quick", [2]), ("full", [2, 4]))},
+    "transfer-scaling": {mode: (SpecRun(f"transfer_scaling_{mode}.toml", _PRETRAIN, "-pretrain"),
+                                SpecRun(f"transfer_scaling_{mode}.toml"))
+                         for mode in ("quick", "full")},
+    "transferability": {mode: (SpecRun(f"transferability_{mode}.toml"),
+                               SpecRun(f"transferability_{mode}.toml", {**_ZOO_PRETRAINED, **pretrained}, "-pretrained"),
+                               SpecRun(f"transferability_{mode}.toml", {**_ADVISE_PAIRS, "n": [n_advise]}, "-advise"))
+                        for mode, pretrained, n_advise in (
+                            ("quick", {"n": [50], "protocol": ["scores", "linear_probe"]}, 150),
+                            ("full", {"lr": [1e-4], "max_steps": [80]}, 500))},
 }
 
 
 @app.command("reproduce")
 def reproduce_command(
-    paper: str = typer.Argument(..., help="Which paper: fate, transfer, defrost, granularity."),
+    paper: str = typer.Argument(..., help="Which paper: fate, fate-relu, transfer, defrost, granularity, transfer-scaling, transferability."),
     quick: bool = typer.Option(False, "--quick", help="Small simulations (a few minutes on 2 cores)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: reproduce-<paper>)."),
     executor: str = typer.Option("process", help="serial | process | ray."),
@@ -191,6 +234,10 @@ def reproduce_command(
         typer.echo(summary.line())
         failed += summary.failed_in_store
     reports = [write_store_report(store, html, figures_dir=out / "figures") for store, html in stores.items()]
+    if paper == "transferability":  # its tables also as CSV and markdown
+        from transferlab.experiments.transferability import write_tables
+
+        write_tables(out / "transferability.db", out)
     typer.echo(f"report: {'  '.join(map(str, reports))}  figures: {out / 'figures'}  "
                f"({time.monotonic() - started:.0f} s)")
     if failed:

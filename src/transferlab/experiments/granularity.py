@@ -15,8 +15,9 @@ classes, patch positions and noise (common random numbers): differences between 
 Pretraining (the paper's network, :func:`transferlab.nets.patch_cnn.patch_cnn`): K output classes (the
 label function's; K m neurons), F_c(X) = sum_r sum_p ReLU(<w_{c,r}, x_p> + b) with the second layer
 fixed at 1, w_{c,r} ~ N(0, (1/d)^2 I) and the fixed threshold b = -``threshold`` / d, trained on the easy
-samples by full-batch gradient descent on the cross-entropy (:func:`transferlab.train.loop.fit` with
-batch size n_pretrain, ``epochs`` steps of step size ``lr``). The alignment of the neurons with the
+samples by full-batch gradient descent on the cross-entropy (``epochs`` steps of step size ``lr``; the
+closed-form :func:`transferlab.nets.patch_cnn.patch_gd`, which is :func:`transferlab.train.loop.fit` with
+SGD and batch size n_pretrain up to float summation order). The alignment of the neurons with the
 features is recorded at epoch 0 (initialisation) and up to ``checkpoints`` epochs spaced evenly in log(epoch):
 A(v) = max_j <w_j, v> / ||w_j|| over all K m neurons, for every common and fine feature v; a feature is
 *learned* when A(v) >= ``learned_cosine``.
@@ -27,16 +28,22 @@ weights, the no-pretraining baseline); ``split`` s > 1 makes the labels finer th
 class is cut at random, sample by sample, into s classes (label y s + u, u uniform in [s]), the analogue of
 pretraining label sets finer than the data's features (Hong et al.'s too-fine end of the U shape).
 
-Downstream (coarse labels, :mod:`transferlab.protocols.transfer`): the linear probe on the frozen
-patch-pooled features h (``probe_l2``), and full fine-tuning (every w and a new linear head, full-batch
-GD, ``target_epochs`` steps of ``target_lr``), both trained on the instance's ``n_target`` samples and
-tested on the shared easy and hard test sets.
+Downstream (coarse labels; the protocols of :mod:`transferlab.protocols.transfer`): the linear probe
+(:func:`transferlab.protocols.linear_probe`, penalty ``probe_l2``) on the frozen patch-pooled features h,
+evaluated as loaded into a network head (in the network's dtype), and full fine-tuning (every w and a new
+linear head drawn from the cell's generator stream 1 as ``protocols.transfer.finetune`` draws it; full-batch
+GD by :func:`~transferlab.nets.patch_cnn.patch_gd`, ``target_epochs`` steps of ``target_lr``), both trained
+on the instance's ``n_target`` samples and tested on the shared easy and hard test sets.
 
-Batching. Cells whose tensors have equal shapes (same K, data shapes, width and schedule: :meth:`batch_key`)
-pretrain as one stacked network of (cells x instances) instances: each cell draws its initial weights
-from its own generator and its own data (by its own seed), and full-batch training has no minibatch
-order, so a cell's numbers do not depend on what it was batched with (up to float summation order).
-The downstream protocols then run cell by cell, batched over the cell's instances.
+Batching. A batch holds cells of equal K, data shapes, width and schedule (:meth:`batch_key`). Cells that
+also share their data (same seed, replicate, data fields and knobs: the label variants of one replicate)
+and their downstream settings form one input set, drawn once; input sets with as many cells run as one
+program: instance i of set q is one row of a first layer (Q I, d, S N) in which the S cells' neurons sit
+side by side on that instance's inputs (one wider layer, each cell with its own head and labels). The
+program pretrains, records the alignments, fits every probe in one call, fine-tunes and evaluates all
+Q x S x I networks at once. Each cell draws its initial weights and head from its own generator and its
+labels from its own seed, and full-batch training has no minibatch order, so a cell's numbers do not
+depend on what it was batched with (up to float summation order).
 
 Rows: ``n_pretrain_classes`` (K), ``probe_easy_error`` / ``probe_hard_error`` / ``finetune_easy_error``
 / ``finetune_hard_error`` (means over instances) and their ``*_instances`` lists, ``pretrain_loss_instances``,
@@ -269,11 +276,11 @@ def pretraining_labels(cfg: GranularityConfig, fine: torch.Tensor, rng: np.rando
     return y
 
 
-def _network(cfg: GranularityConfig, instances: int, generator: torch.Generator) -> BlockNet:
+def _network(cfg: GranularityConfig, instances: int, generator: torch.Generator, dtype: torch.dtype) -> BlockNet:
     from transferlab.nets.patch_cnn import patch_cnn
 
     return patch_cnn(cfg.patches, cfg.d, cfg.pretrain_classes, cfg.width, instances=instances,
-                     bias=-cfg.threshold / cfg.d, generator=generator)
+                     bias=-cfg.threshold / cfg.d, generator=generator, dtype=dtype)
 
 
 def _checkpoint_epochs(cfg: GranularityConfig) -> list[int]:
@@ -282,97 +289,129 @@ def _checkpoint_epochs(cfg: GranularityConfig) -> list[int]:
     return sorted({0, *(round(cfg.epochs ** (t / cfg.checkpoints)) for t in range(1, cfg.checkpoints + 1))})
 
 
-def _alignment(net: BlockNet, feats: MultiViewFeatures) -> torch.Tensor:
-    """A(v) = max_j cos(w_j, v) for every dictionary row v: (I, C (1 + k)), float64."""
-    from transferlab.nets.patch_cnn import neuron_feature_cosines
+def _group_key(cell: Cell, cfg: GranularityConfig) -> tuple[Any, ...]:
+    """Cells with equal keys draw identical data (:func:`_draw`: the seed, the replicate, the data fields and
+    the knobs) and run the same downstream protocols: one input set for all of them (module docstring)."""
+    knobs = ("common_patches", "fine_patches", "common_strength", "fine_strength", "noise", "fine_probability",
+             "hard_scale", "target_hard", "target_lr", "target_epochs", "probe_l2")
+    return (cell.seed, cell.replicate, *cfg.data_fields().values(), *(getattr(cfg, k) for k in knobs))
 
-    return neuron_feature_cosines(net, feats.dictionary).amax(1)
 
-
-def _slice_net(cfg: GranularityConfig, stacked: BlockNet, start: int) -> BlockNet:
-    """Instances start..start + cfg.instances - 1 of a stacked network, as a network of their own."""
+def _run_stacked(cells: list[Cell], dtype: torch.dtype | None = None) -> list[dict[str, Any]]:
+    """Every cell of a batch (equal :meth:`GranularityExperiment.batch_key`), as few programs as the shapes
+    allow: cells that share their data are one input set, and input sets with as many cells and equal
+    downstream settings are one program (:func:`_run_program`). ``dtype`` defaults to float32."""
     import torch
-
-    net = _network(cfg, cfg.instances, torch.Generator().manual_seed(0))  # weights overwritten below
-    with torch.no_grad():
-        net.blocks[0].weight.copy_(stacked.blocks[0].weight[start : start + cfg.instances])
-    return net
-
-
-def _align_all(stacked: BlockNet, drawn: list[tuple[MultiViewFeatures, Any]], cfg: GranularityConfig
-               ) -> torch.Tensor:
-    """A(v) of every instance of a stacked network against its own cell's dictionary: (cells I, M)."""
-    import torch
-
-    cosines = [_alignment(stacked, feats) for feats, _ in drawn]  # each (cells I, M)
-    I = cfg.instances
-    return torch.cat([a[i * I : (i + 1) * I] for i, a in enumerate(cosines)])
-
-
-def _run_stacked(cells: list[Cell]) -> list[dict[str, Any]]:
-    """Pretrain every cell of a batch (equal :meth:`GranularityExperiment.batch_key`) as one network,
-    recording the alignment at every checkpoint; then run each cell's downstream protocols."""
-    import torch
-
-    from transferlab.nets.blocks import stack_instances
-    from transferlab.train.loop import TrainSettings, evaluate, fit
 
     cfgs: list[GranularityConfig] = [c.config for c in cells]  # type: ignore[misc]
-    first, S = cfgs[0], len(cells)
-    I = first.instances
-    drawn = [_draw(c, cfg) for c, cfg in zip(cells, cfgs, strict=True)]
-    stacked = stack_instances([_network(cfg, I, c.torch_generator(0)) for c, cfg in zip(cells, cfgs, strict=True)])
-    epochs = _checkpoint_epochs(first)
-    pretrain: dict[str, list[Any]] = {"converged": [True] * (I * S)}  # nothing to converge without pretraining
-    if first.labels == "none":
-        epochs = [0]
-        align = [_align_all(stacked, drawn, first)]
-    else:
-        x = torch.cat([data["pretrain"].x for _, data in drawn])  # (S I, n, P, d)
-        y = torch.cat([pretraining_labels(cfg, data["pretrain"].fine,
-                                          np.random.default_rng(_seq(c, {"role": "labels", **cfg.data_fields()})))
-                       for c, cfg, (_, data) in zip(cells, cfgs, drawn, strict=True)])
-        # full batch: the permutations fit draws reorder a sum only, so no cell depends on its batch
-        generator = torch.Generator().manual_seed(0)
-        align = [_align_all(stacked, drawn, first)]
-        for start, stop in zip(epochs[:-1], epochs[1:], strict=True):
-            settings = TrainSettings(optimizer="sgd", lr=first.lr, batch_size=first.n_pretrain,
-                                     max_epochs=stop - start, patience=None)
-            record = fit(stacked, x, y, settings=settings, generator=generator)
-            align.append(_align_all(stacked, drawn, first))
-        pretrain = {"loss": record.train_loss.tolist(), "error": evaluate(stacked, x, y)["error"].tolist(),
-                    "converged": record.converged.tolist()}
-    curves = torch.stack(align, 1)  # (S I, T + 1, M)
-    rows = []
-    for s, (cell, cfg, (feats, data)) in enumerate(zip(cells, cfgs, drawn, strict=True)):
-        part = slice(s * I, (s + 1) * I)
-        rows.append(_downstream(cell, cfg, _slice_net(cfg, stacked, s * I), data, epochs, curves[part],
-                                {key: value[part] for key, value in pretrain.items()}))
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, (cell, cfg) in enumerate(zip(cells, cfgs, strict=True)):
+        groups.setdefault(_group_key(cell, cfg), []).append(i)
+    programs: dict[tuple[Any, ...], list[list[int]]] = {}
+    for members in groups.values():
+        cfg = cfgs[members[0]]
+        shape = (len(members), cfg.n_target, cfg.test_size, cfg.target_lr, cfg.target_epochs, cfg.probe_l2)
+        programs.setdefault(shape, []).append(members)
+    rows: dict[int, dict[str, Any]] = {}
+    for program in programs.values():
+        rows.update(_run_program(cells, program, torch.float32 if dtype is None else dtype))
+    return [rows[i] for i in range(len(cells))]
+
+
+def _run_program(cells: list[Cell], program: list[list[int]], dtype: torch.dtype) -> dict[int, dict[str, Any]]:
+    """Pretraining, alignment checkpoints, probe and fine-tuning of Q input sets x S cells x I instances at once.
+
+    ``program[q]`` lists the S cells (indices into ``cells``) of input set q. Instance i of set q is network
+    row g = q I + i; its S cells are networks s = 0..S-1 side by side in one first layer (G, d, S N) with
+    G = Q I (:func:`transferlab.nets.patch_cnn.patch_gd`). Returns {cell index: row}.
+    """
+    import torch
+
+    from transferlab.experiments.transfer import _PROBE_TOL  # the transfer kind's probe tolerance
+    from transferlab.nets.blocks import BatchedLinear
+    from transferlab.nets.patch_cnn import neuron_feature_cosines, patch_gd, patch_pool
+    from transferlab.protocols import linear_probe
+
+    first: GranularityConfig = cells[program[0][0]].config  # type: ignore[assignment]
+    I, S, Q = first.instances, len(program[0]), len(program)
+    G, K, C = Q * I, first.pretrain_classes, first.n_superclasses
+    N, bias = K * first.width, -first.threshold / first.d
+    drawn = [_draw(cells[members[0]], cells[members[0]].config) for members in program]  # type: ignore[arg-type]
+
+    def per_set(name: str) -> torch.Tensor:  # (G, n, P, d), each instance's own samples
+        return torch.cat([data[name].x for _, data in drawn])
+
+    def pooled(weight: torch.Tensor, name: str) -> torch.Tensor:
+        """(G, n, S, N): features of every network on its set's data ``name`` (a shared test set is broadcast)."""
+        parts = [patch_pool(weight[q * I : (q + 1) * I], data[name].x.expand(I, *data[name].x.shape[-3:]), bias=bias)
+                 for q, (_, data) in enumerate(drawn)]
+        return torch.cat(parts).unflatten(2, (S, N))
+
+    def labels(name: str, kind: str = "coarse") -> torch.Tensor:  # (G, n)
+        return torch.cat([getattr(data[name], kind).expand(I, data[name].x.shape[-3]) for _, data in drawn])
+
+    def error(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # (G, S, n, c) against (G, S or 1, n)
+        return (logits.argmax(-1) != y).double().mean(-1)
+
+    weight = torch.cat([torch.cat([_network(cells[i].config, I, cells[i].torch_generator(0),  # type: ignore[arg-type]
+                                            dtype).blocks[0].weight.detach() for i in members], 2)
+                        for members in program])  # (G, d, S N)
+    epochs = [0] if first.labels == "none" else _checkpoint_epochs(first)
+    pretrain: dict[str, torch.Tensor] = {"converged": torch.ones(G, S, dtype=torch.bool)}
+    snapshots = {0: weight}
+    if first.labels != "none":
+        y = torch.cat([torch.stack([pretraining_labels(cells[i].config, data["pretrain"].fine,  # type: ignore[arg-type]
+                                                       np.random.default_rng(_seq(cells[i], {
+                                                           "role": "labels", **cells[i].config.data_fields()})))
+                                    for i in members], 1) for members, (_, data) in zip(program, drawn, strict=True)])
+        gd = patch_gd(weight, per_set("pretrain"), y, networks=S, bias=bias, lr=first.lr, steps=first.epochs,
+                      classes=K, record=epochs)
+        weight, snapshots = gd.weight, gd.snapshots
+        sums = pooled(weight, "pretrain").unflatten(3, (K, first.width)).sum(4)  # (G, n, S, K)
+        pretrain = {"loss": gd.losses[-1], "error": error(sums.transpose(1, 2), y), "converged": gd.converged}
+    dictionary = torch.cat([feats.dictionary.expand(I, *feats.dictionary.shape) for feats, _ in drawn])  # (G, M, d)
+    curves = torch.stack([neuron_feature_cosines(snapshots[e], dictionary).unflatten(1, (S, N)).amax(2)
+                          for e in epochs], 2)  # (G, S, T + 1, M)
+
+    # downstream: the probe on the frozen features, then fine-tuning, on the coarse labels of the target set
+    y_target = labels("target")
+    features = pooled(weight, "target").permute(0, 2, 1, 3).flatten(0, 1)  # (G S, n, N)
+    probe = linear_probe(features, y_target.repeat_interleave(S, 0), n_classes=C, l2=first.probe_l2, tol=_PROBE_TOL)
+    heads = [[BatchedLinear(I, N, C, generator=cells[i].torch_generator(1), dtype=dtype) for i in members]
+             for members in program]  # the new heads, drawn as protocols.transfer.finetune draws them
+    head = (torch.cat([torch.stack([h.weight.detach() for h in hs], 1) for hs in heads]),
+            torch.cat([torch.stack([h.bias.detach() for h in hs], 1) for hs in heads]))
+    tuned = patch_gd(weight, per_set("target"), y_target, networks=S, bias=bias, lr=first.target_lr,
+                     steps=first.target_epochs, head=head)
+    assert tuned.head is not None
+    V, c = tuned.head
+    errors = {}
+    for split in ("easy", "hard"):
+        y_test = labels(split)[:, None]  # (G, 1, n)
+        # the probe as loaded into a network's head (protocols.transfer): in the network's dtype
+        probe_logits = torch.baddbmm(probe.bias.to(dtype), pooled(weight, split).permute(0, 2, 1, 3).flatten(0, 1),
+                                     probe.weight.to(dtype))  # (G S, n, C)
+        errors[f"probe_{split}_error"] = error(probe_logits.unflatten(0, (G, S)), y_test)
+        h = pooled(tuned.weight, split)  # (G, n, S, N)
+        errors[f"finetune_{split}_error"] = error(torch.einsum("gnsj,gsjc->gsnc", h, V) + c, y_test)
+    converged = pretrain["converged"] & probe.converged.view(G, S) & tuned.converged
+    rows = {}
+    for q, members in enumerate(program):
+        part = slice(q * I, (q + 1) * I)
+        for s, i in enumerate(members):
+            cfg: GranularityConfig = cells[i].config  # type: ignore[assignment]
+            rows[i] = _row(cfg, {name: e[part, s] for name, e in errors.items()},
+                           {name: v[part, s] for name, v in pretrain.items()}, epochs, curves[part, s])
+            rows[i]["converged"] = converged[part, s].tolist()
+            rows[i]["unconverged"] = int((~converged[part, s]).sum())
     return rows
 
 
-def _downstream(cell: Cell, cfg: GranularityConfig, net: BlockNet, data: dict[str, MultiViewData],
-                epochs: list[int], curves: torch.Tensor, pretrain: dict[str, list[Any]]) -> dict[str, Any]:
-    """The probe and fine-tuning on coarse labels, tested on easy and hard samples; the cell's row."""
-    from transferlab.experiments.transfer import _PROBE_TOL  # the transfer kind's probe tolerance
-    from transferlab.protocols.transfer import TargetData, finetune, linear_probe_transfer
-    from transferlab.train.loop import TrainSettings, evaluate
-
+def _row(cfg: GranularityConfig, errors: dict[str, torch.Tensor], pretrain: dict[str, torch.Tensor],
+         epochs: list[int], curves: torch.Tensor) -> dict[str, Any]:
+    """A cell's row (module docstring) from its instances' errors (I,), pretraining record (I,) each and
+    alignment curves (I, T + 1, M); the caller adds ``converged`` and ``unconverged``."""
     C = cfg.n_superclasses
-    target = TargetData(x_train=data["target"].x, y_train=data["target"].coarse, x_test=data["easy"].x,
-                        y_test=data["easy"].coarse, n_classes=C)
-    probe = linear_probe_transfer(net, target, l2=cfg.probe_l2, tol=_PROBE_TOL)
-    settings = TrainSettings(optimizer="sgd", lr=cfg.target_lr, batch_size=cfg.n_target,
-                             max_epochs=cfg.target_epochs, patience=None)
-    tuned = finetune(net, target, settings=settings, generator=cell.torch_generator(1))
-    errors = {
-        "probe_easy_error": probe.test_error,
-        "probe_hard_error": evaluate(probe.net, data["hard"].x, data["hard"].coarse)["error"],
-        "finetune_easy_error": tuned.test_error,
-        "finetune_hard_error": evaluate(tuned.net, data["hard"].x, data["hard"].coarse)["error"],
-    }
-    converged = [bool(a and b and c) for a, b, c in
-                 zip(pretrain["converged"], probe.converged.tolist(), tuned.converged.tolist(), strict=True)]
     common, fine = curves[..., :C], curves[..., C:]  # (I, T + 1, C), (I, T + 1, C k)
     learned = curves >= cfg.learned_cosine
     row: dict[str, Any] = {"n_pretrain_classes": cfg.pretrain_classes}
@@ -380,7 +419,8 @@ def _downstream(cell: Cell, cfg: GranularityConfig, net: BlockNet, data: dict[st
         row[name] = float(values.mean())
         row[f"{name}_instances"] = values.tolist()
     if "loss" in pretrain:  # absent for labels = "none"
-        row.update(pretrain_loss_instances=pretrain["loss"], pretrain_error_instances=pretrain["error"])
+        row.update(pretrain_loss_instances=pretrain["loss"].tolist(),
+                   pretrain_error_instances=pretrain["error"].tolist())
     row.update(
         checkpoint_epochs=epochs,
         align_common=common.mean((0, 2)).tolist(),
@@ -389,8 +429,6 @@ def _downstream(cell: Cell, cfg: GranularityConfig, net: BlockNet, data: dict[st
         learned_fine=learned[..., C:].double().mean((0, 2)).tolist(),
         align_fine_instances=fine[:, -1].mean(1).tolist(),
         fine_learned_by_feature=learned[:, -1, C:].double().mean(0).tolist(),
-        converged=converged,
-        unconverged=sum(not c for c in converged),
     )
     return row
 

@@ -22,6 +22,8 @@ _BUILTIN: dict[str, str] = {
     "transfer": "transferlab.experiments.transfer:TransferExperiment",
     "defrost": "transferlab.experiments.defrost:DefrostExperiment",
     "granularity": "transferlab.experiments.granularity:GranularityExperiment",
+    "transfer_scaling": "transferlab.experiments.transfer_scaling:TransferScalingExperiment",
+    "transferability": "transferlab.experiments.transferability:TransferabilityExperiment",
 }
 _REGISTERED: dict[str, type[Experiment]] = {}
 

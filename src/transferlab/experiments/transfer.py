@@ -16,13 +16,19 @@ Sources (``source``):
   (:func:`transferlab.nets.pretrained.load_pretrained`) whose stages are the blocks;
 - ``"trained:<data set>"``: a network of ``architecture`` (``"cnn"``: :func:`~transferlab.nets.cnn.small_cnn`,
   ``"mlp"``: :func:`~transferlab.nets.mlp.mlp`) that transferlab trains on ``source_size`` images of that
-  data set (``source_labels`` fine or coarse), once: it is cached on disk by the hash of its
-  configuration (:func:`source_cache_dir`) as a weights-only ``state_dict`` and reused by every cell;
+  data set, once: it is cached on disk by the hash of its configuration (:func:`source_cache_dir`), which
+  includes its label function, as a weights-only ``state_dict`` and reused by every cell. ``source_labels``
+  is a label function of :mod:`transferlab.tasks.relabel`: ``fine``, ``coarse``, ``coarse:G``,
+  ``random:K``, ``kmeans:K`` or ``kmeans-aligned:K[:G]``, checked against the data set's hierarchy when the
+  spec loads. Fine and coarse sources draw ``source_size`` images class-balanced in their own labels;
+  every other label function relabels the fine source's images (same draw, same initial weights), so
+  those sources differ only in their labels (k-means on 50 principal components of those images);
 - ``"module:<package.module>:<function>"``: a user's network; the function, called without arguments,
   returns ``(module, blocks, head)`` as :func:`transferlab.nets.from_module` takes them.
 
 Targets (``target``): a data set name of :func:`transferlab.tasks.load_dataset`, possibly a class subset
-such as ``"fashion_mnist[5,6,7,8,9]"`` (with ``target_labels`` fine or coarse), or ``"npz:<path>"``: a
+such as ``"fashion_mnist[5,6,7,8,9]"`` (with ``target_labels`` fine, coarse or ``coarse:G``, a named
+grouping such as ``mnist_fashion_animal``'s ``halves``), or ``"npz:<path>"``: a
 ``.npz`` file with ``x_train``, ``y_train``, ``x_test``, ``y_test`` (images ``(n, *input_shape)`` float,
 labels ``(n,)`` integers ``0..C-1``).
 
@@ -35,7 +41,16 @@ Rows: ``test_error`` (mean over instances) and ``test_error_instances``, ``test_
 frozen; L for the probe, 0 for scratch / finetune / LP-FT / the last defrost stage), ``n_blocks`` (L),
 ``converged`` (every instance stopped by early stopping after improving on its initial weights, or the probe
 met its gradient tolerance) with ``unconverged`` (how many runs did not) and ``stop_epoch_instances``; ``source_test_accuracy`` for trained
-sources; ``stage_k`` and ``stage_error`` for defrosting. :meth:`TransferExperiment.analyze` gives the
+sources; ``stage_k`` and ``stage_error`` for defrosting; ``source_classes`` (K) for trained sources.
+
+Easy and hard test samples (``hard_fraction`` = q > 0): a reference classifier independent of every source --
+multinomial logistic regression on the first 50 principal components of the pixels, fitted on the target's
+whole training split (:func:`reference_margins`, cached on disk) -- gives each test image its margin
+m = z_y - max_{c != y} z_c; within each class of the shared test subset the ceil(q n_c) images of lowest
+margin are *hard* (:func:`hard_mask`), the rest *easy*. Rows then add ``easy_error``, ``hard_error`` (and
+their ``_instances``), ``hard_samples`` and ``reference_test_accuracy``. Several label functions of one
+source data set are compared by :mod:`transferlab.experiments.transfer_labels` (accuracy against K).
+:meth:`TransferExperiment.analyze` gives the
 error against k for each n with standard errors over all instances and replicates, k*(n) (the best
 number of frozen blocks), the transferability (scratch error minus the best transfer error) and the
 defrosting curves; unconverged cells are counted and flagged, not dropped (their weights are the best
@@ -44,11 +59,12 @@ validation weights found).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import math
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -59,6 +75,8 @@ from transferlab.errors import ConfigError, DataError
 from transferlab.experiments._source_cache import digest as _digest
 from transferlab.experiments._source_cache import load_or_train, source_cache_dir
 from transferlab.experiments.base import Cell, Experiment, ExperimentConfig, Results, ResultTable
+from transferlab.experiments.transfer_labels import label_curves, label_figure
+from transferlab.tasks.relabel import parse_label_function
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -67,8 +85,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from transferlab.nets.blocks import BlockNet
     from transferlab.protocols.transfer import TargetData
 
-__all__ = ["TargetTrainingConfig", "TransferConfig", "TransferExperiment", "build_source", "pooled_error", "protocol_row",
-           "run_fields", "source_cache_dir"]
+__all__ = ["TargetTrainingConfig", "TransferConfig", "TransferExperiment", "build_source", "hard_mask", "pooled_error",
+           "protocol_row", "reference_margins", "run_fields", "source_cache_dir"]
 
 Protocol = Literal["scratch", "linear_probe", "finetune", "freeze", "defrost", "lp_ft"]
 #: The seed of the shared test subset (every cell sees the same test images).
@@ -108,15 +126,18 @@ class TransferConfig(TargetTrainingConfig):
 
     source: str = Field(description="pretrained:<name> | trained:<data set> | module:<pkg.mod>:<function>")
     target: str = Field("fashion_mnist", description="data set name (a class subset: name[i,j,...]) or npz:<path>")
-    target_labels: Literal["fine", "coarse"] = "fine"
+    target_labels: str = Field("fine", description="fine | coarse | coarse:<grouping> (the target's label function)")
     n: int = Field(ge=2, description="target training images per instance (class-balanced)")
     protocol: Protocol = "freeze"
     instances: int = Field(3, ge=1, description="seeds trained together, each with its own target subset")
     test_size: int = Field(2000, ge=0, description="shared test images (0: the whole test split)")
     architecture: Literal["cnn", "mlp"] = Field("cnn", description="network of trained sources")
-    source_labels: Literal["fine", "coarse"] = "fine"
+    source_labels: str = Field("fine", description="label function of a trained source: fine | coarse[:G] | random:K "
+                                                   "| kmeans:K | kmeans-aligned:K[:G] (transferlab.tasks.relabel)")
     source_size: int = Field(10000, ge=10, description="training images of a trained source")
     source_epochs: int = Field(10, ge=1, description="most epochs of source training")
+    hard_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of each test class called hard (lowest "
+                                 "reference margin); 0: no easy / hard split")
 
     @model_validator(mode="after")
     def _known_source(self) -> TransferConfig:
@@ -135,6 +156,16 @@ class TransferConfig(TargetTrainingConfig):
                     split_dataset_name(name)
                 except ConfigError as err:
                     raise ValueError(f"{field}: {err}") from None
+        # label functions are checked against their data set's hierarchy here, before any data loads
+        try:
+            target_fn = parse_label_function(self.target_labels, names["target"])
+            if target_fn.kind not in ("fine", "coarse"):
+                raise ConfigError(f"target_labels must be fine, coarse or coarse:<grouping>, got {self.target_labels!r}")
+            parse_label_function(self.source_labels, names["source"])
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+        if self.hard_fraction > 0 and self.target.startswith("npz:"):
+            raise ValueError("hard_fraction needs a packaged target data set (its reference classifier is cached by name)")
         return self
 
 
@@ -155,6 +186,8 @@ class TransferExperiment(Experiment):
     def analyze(self, table: ResultTable) -> Results:
         """Per (source, target) pair and n: every protocol's error with its standard error, k*, the
         transferability and the defrosting curve (module docstring)."""
+        # rows stored before hard_fraction existed had no easy / hard split
+        table = dataclasses.replace(table, rows=[{"hard_fraction": 0.0, **r} for r in table.rows])
         pairs = []
         for key, rows in table.group_by(*_PAIR_FIELDS).items():
             pairs.append(_analyze_pair(dict(zip(_PAIR_FIELDS, key, strict=True)), rows))
@@ -172,7 +205,11 @@ class TransferExperiment(Experiment):
                     if n_row["transferability"] is not None else f"k* = {n_row['k_star']} of {pair['n_blocks']}")
             tables[f"{pair['label']}: error by protocol"] = pair["table"]
             tables[f"{pair['label']}: k* and transferability"] = pair["best"]
-        return Results(tables=tables, summary=summary, data={"pairs": pairs})
+        # several pretraining label functions of one source data set: accuracy against K (transfer_labels)
+        curves = label_curves(table.rows, tuple(TransferConfig.model_fields))
+        for curve in curves:
+            tables[f"{curve['title']}: accuracy by pretraining labels"] = curve["rows"]
+        return Results(tables=tables, summary=summary, data={"pairs": pairs, "label_curves": curves})
 
     def figures(self, results: Results) -> dict[str, Figure]:
         return {name: draw() for name, _, draw in _figure_plan(results)}
@@ -206,11 +243,25 @@ def _source_settings(cfg: TransferConfig) -> Any:
 def _source_fields(cfg: TransferConfig) -> dict[str, Any]:
     """Everything that determines a trained source (its cache key): the data, the architecture and the
     resolved trainer settings (not raw config fields, so no setting can change the network unseen)."""
-    import dataclasses
-
     data = {f: getattr(cfg, f) for f in ("source", "architecture", "source_labels", "source_size")}
-    return {"kind_version": TransferExperiment.version, **data, "settings": dataclasses.asdict(_source_settings(cfg)),
-            "validation_images": _source_val_size(cfg)}
+    fields = {"kind_version": TransferExperiment.version, **data, "settings": dataclasses.asdict(_source_settings(cfg)),
+              "validation_images": _source_val_size(cfg)}
+    if not _legacy_labels(cfg.source_labels):  # the relabelling's own settings (fine and coarse keep their keys)
+        fields["relabel"] = {"images": "those of the fine source", "pca_dims": _RELABEL_DIMS, "version": 1}
+        if cfg.source_labels.startswith("kmeans-aligned"):  # the rule of aligned_cluster_counts
+            fields["relabel"]["clusters_per_class"] = "proportional to its images, at least 1"
+    return fields
+
+
+#: Principal components of the pixels that k-means source labels cluster (transferlab.tasks.relabel).
+_RELABEL_DIMS = 50
+
+
+def _legacy_labels(labels: str) -> bool:
+    """fine and coarse: sources drawn class-balanced in their own labels (the original rule, kept so that
+    their cached networks and published numbers stay valid); every other label function relabels the
+    images of the fine source (class-balanced in the fine classes), so label functions are paired."""
+    return labels in ("fine", "coarse")
 
 
 def _dataset(name: str, labels: str) -> Any:
@@ -219,7 +270,12 @@ def _dataset(name: str, labels: str) -> Any:
     if name.startswith("npz:"):
         return _npz_dataset(Path(name[4:]))
     data = load_dataset(name)
-    return data.coarse() if labels == "coarse" else data
+    fn = parse_label_function(labels)
+    if fn.kind == "fine":
+        return data
+    if fn.kind != "coarse":
+        raise ConfigError(f"{name}: a data set is labelled fine or coarse[:G] here, not {labels!r}")
+    return (data.regroup(fn.grouping) if fn.grouping else data).coarse()
 
 
 def _npz_dataset(path: Path) -> Any:
@@ -306,7 +362,7 @@ def build_source(cfg: TransferConfig, input_shape: tuple[int, ...], instances: i
         raise DataError(f"the source {cfg.source} takes inputs {tuple(facts['input_shape'])}; the target's are {input_shape}")
     net = _architecture(cfg, tuple(input_shape), facts["n_classes"], instances, probe_gen)
     net.load_state_dict({k: v.expand(instances, *v.shape[1:]).clone() for k, v in state.items()})
-    return net, {"source_test_accuracy": facts["test_accuracy"]}
+    return net, {"source_test_accuracy": facts["test_accuracy"], "source_classes": facts["n_classes"]}
 
 
 #: Trained sources already loaded in this process, by digest (one source serves many cells of a batch).
@@ -325,19 +381,32 @@ def _train_source(cfg: TransferConfig, digest: str) -> tuple[dict[str, torch.Ten
 
     from transferlab.train.loop import evaluate, fit
 
+    from transferlab.tasks.relabel import relabel
+
     started = time.monotonic()
-    data = _dataset(cfg.source.partition(":")[2], cfg.source_labels)
-    rng = np.random.default_rng(int(digest[:15], 16))
-    generator = torch.Generator().manual_seed(int(digest[15:30], 16))
+    name = cfg.source.partition(":")[2]
+    legacy = _legacy_labels(cfg.source_labels)
+    data = _dataset(name, cfg.source_labels if legacy else "fine")
+    # a relabelled source draws the images (and the initial weights) of the fine source: the same seeds
+    draw = digest if legacy else _digest(_source_fields(cfg.model_copy(update={"source_labels": "fine"})))
+    rng = np.random.default_rng(int(draw[:15], 16))
+    generator = torch.Generator().manual_seed(int(draw[15:30], 16))
     train_idx, val_idx = _disjoint_subsets(data.y_train, cfg.source_size, _source_val_size(cfg), rng, data.n_classes)
+    y_train, y_val, y_test, n_classes = data.y_train[train_idx], data.y_train[val_idx], data.y_test, data.n_classes
+    if not legacy:
+        fn = parse_label_function(cfg.source_labels)
+        hierarchy = (data.regroup(fn.grouping) if fn.grouping else data).hierarchy
+        y_train, (y_val, y_test) = relabel(fn, data.x_train[train_idx], y_train, hierarchy,
+                                           np.random.default_rng(int(digest[30:45], 16)), dims=_RELABEL_DIMS,
+                                           others=((data.x_train[val_idx], y_val), (data.x_test, y_test)))
+        n_classes = fn.n_classes(data.n_classes, hierarchy)
     x = torch.tensor(data.x_train)
-    y = torch.tensor(data.y_train)
-    net = _architecture(cfg, tuple(data.image_shape), data.n_classes, 1, generator)
+    net = _architecture(cfg, tuple(data.image_shape), n_classes, 1, generator)
     settings = _source_settings(cfg)
-    record = fit(net, x[train_idx], y[train_idx], settings=settings, generator=generator,
-                 val=(x[val_idx], y[val_idx]))
-    test = evaluate(net, torch.tensor(data.x_test), torch.tensor(data.y_test))
-    facts = {"source": cfg.source, "input_shape": list(data.image_shape), "n_classes": data.n_classes,
+    record = fit(net, x[train_idx], torch.tensor(y_train), settings=settings, generator=generator,
+                 val=(x[val_idx], torch.tensor(y_val)))
+    test = evaluate(net, torch.tensor(data.x_test), torch.tensor(y_test))
+    facts = {"source": cfg.source, "input_shape": list(data.image_shape), "n_classes": n_classes,
              "test_accuracy": float(test["accuracy"][0]), "stop_epoch": int(record.stop_epoch[0]),
              "converged": bool(record.converged[0]), "seconds": round(time.monotonic() - started, 1)}
     return {k: v.detach()[:1].clone() for k, v in net.state_dict().items()}, facts
@@ -382,14 +451,80 @@ def _target_data(cell: Cell, cfg: TransferConfig) -> TargetData:
         raise ConfigError(f"n = {cfg.n} is below the target's {data.n_classes} classes (every class needs an example)")
     picks = [_disjoint_subsets(data.y_train, cfg.n, cfg.val_size, rng, data.n_classes) for rng in _subset_rngs(cell, cfg)]
     x, y = torch.tensor(data.x_train), torch.tensor(data.y_train)
-    test = (np.arange(data.y_test.size) if cfg.test_size == 0 or cfg.test_size >= data.y_test.size
-            else class_balanced_indices(data.y_test, cfg.test_size, np.random.default_rng(_TEST_SEED)))
+    test = _test_indices(cfg, data)
     val = {}
     if cfg.val_size:
         val = {"x_val": torch.stack([x[v] for _, v in picks]), "y_val": torch.stack([y[v] for _, v in picks])}
     return TargetData(x_train=torch.stack([x[t] for t, _ in picks]), y_train=torch.stack([y[t] for t, _ in picks]),
                       x_test=torch.tensor(data.x_test[test]), y_test=torch.tensor(data.y_test[test]),
                       n_classes=data.n_classes, **val)
+
+
+def _test_indices(cfg: TransferConfig, data: Any) -> np.ndarray:
+    """The shared test subset: ``test_size`` class-balanced images of the test split (fixed seed), or all."""
+    from transferlab.tasks.images import class_balanced_indices
+
+    if cfg.test_size == 0 or cfg.test_size >= data.y_test.size:
+        return np.arange(data.y_test.size)
+    return class_balanced_indices(data.y_test, cfg.test_size, np.random.default_rng(_TEST_SEED))
+
+
+# --------------------------------------------------------------------------------------------------
+# easy and hard test samples
+# --------------------------------------------------------------------------------------------------
+
+#: The reference classifier that defines hard samples: multinomial logistic regression (penalty l2, stopped
+#: at max |gradient| <= tol) on the first dims principal components of the pixels, fitted on the whole
+#: training split of the target (with the target's labels); the components are those of 10,000 evenly spaced
+#: training images (every ceil(n / 10,000)-th: enough to fix 50 components, 6-13 times cheaper than the whole
+#: split, and every domain of a concatenated data set is represented).
+_REFERENCE_PCA_IMAGES = 10000
+_REFERENCE_DIMS, _REFERENCE_L2, _REFERENCE_TOL, _REFERENCE_ITER = 50, 1e-4, 1e-4, 2000
+_REFERENCES: dict[str, tuple[dict[str, torch.Tensor], dict[str, Any]]] = {}
+
+
+def reference_margins(target: str, target_labels: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """Per test image of ``target`` (labelled by ``target_labels``): the reference classifier's margin
+    m = z_y - max_{c != y} z_c (its true-class logit minus the best other logit; m < 0: misclassified),
+    shape (n_test,), and facts about the classifier (test accuracy, convergence). Fitted once, cached on
+    disk like a trained source (the reference is independent of every source and of the transfer runs)."""
+    key = _digest({"reference": "pca-logistic", "target": target, "target_labels": target_labels,
+                   "dims": _REFERENCE_DIMS, "pca_images": f"{_REFERENCE_PCA_IMAGES} evenly spaced", "l2": _REFERENCE_L2, "tol": _REFERENCE_TOL, "max_iter": _REFERENCE_ITER})
+    state, facts = load_or_train(key, lambda: _fit_reference(target, target_labels), memory=_REFERENCES, keep=2)
+    return state["margin"].numpy(), facts
+
+
+def _fit_reference(target: str, target_labels: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    import torch
+
+    from transferlab.protocols._probe import linear_probe
+    from transferlab.tasks.relabel import pca
+
+    started = time.monotonic()
+    data = _dataset(target, target_labels)
+    flat = data.x_train.reshape(len(data.x_train), -1)
+    mean, components = pca(flat[:: math.ceil(len(flat) / _REFERENCE_PCA_IMAGES)], _REFERENCE_DIMS)
+    project = lambda x: torch.tensor((x.reshape(len(x), -1) - mean) @ components)  # noqa: E731
+    probe = linear_probe(project(data.x_train), torch.tensor(data.y_train), n_classes=data.n_classes,
+                         l2=_REFERENCE_L2, tol=_REFERENCE_TOL, max_iter=_REFERENCE_ITER)
+    z = probe.predict(project(data.x_test))[0]
+    y = torch.tensor(data.y_test)
+    true = z.gather(1, y[:, None])[:, 0]
+    other = z.scatter(1, y[:, None], -math.inf).amax(1)
+    facts = {"test_accuracy": float((z.argmax(1) == y).double().mean()), "converged": bool(probe.converged[0]),
+             "iterations": probe.iterations, "seconds": round(time.monotonic() - started, 1)}
+    return {"margin": (true - other).double()}, facts
+
+
+def hard_mask(margins: np.ndarray, labels: np.ndarray, fraction: float) -> np.ndarray:
+    """Hard samples: within each class c (of n_c samples), the ceil(fraction n_c) samples with the lowest
+    ``margins`` (ties to the earlier sample), so easy and hard sets keep the class proportions. (n,) bool."""
+    hard = np.zeros(len(labels), dtype=bool)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        order = members[np.argsort(margins[members], kind="stable")]
+        hard[order[: math.ceil(fraction * members.size)]] = True
+    return hard
 
 
 #: The logistic probe stops at max |gradient| <= this (the objective is a mean cross-entropy plus the
@@ -431,16 +566,26 @@ def _run_cell(cell: Cell) -> dict[str, Any]:
     if cfg.k is not None and cfg.k > L:
         raise ConfigError(f"k = {cfg.k} is out of range: the source {cfg.source} has {L} blocks (k in 0..{L})")
     settings = _settings(cfg, cfg.n)
-    return {"n_blocks": L, **facts, **protocol_row(cfg, source, data, settings, cell.torch_generator())}
+    subsets = None
+    if cfg.hard_fraction > 0:
+        margins, reference = reference_margins(cfg.target, cfg.target_labels)
+        test = _test_indices(cfg, _dataset(cfg.target, cfg.target_labels))
+        hard = hard_mask(margins[test], data.y_test.numpy(), cfg.hard_fraction)
+        subsets = {"easy": ~hard, "hard": hard}
+        facts = {**facts, "reference_test_accuracy": reference["test_accuracy"], "hard_samples": int(hard.sum())}
+    return {"n_blocks": L, **facts, **protocol_row(cfg, source, data, settings, cell.torch_generator(), subsets)}
 
 
-def protocol_row(cfg: Any, source: BlockNet, data: TargetData, settings: Any, generator: torch.Generator
-                 ) -> dict[str, Any]:
+def protocol_row(cfg: Any, source: BlockNet, data: TargetData, settings: Any, generator: torch.Generator,
+                 subsets: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Run ``cfg.protocol`` (fields ``protocol``, ``k``, ``reinit_unfrozen``, ``l2``) from ``source`` on ``data``
     and return the result fields of a row (shared by the ``transfer`` and ``defrost`` kinds): ``k``,
     ``test_error`` (mean over instances), ``test_error_instances``, ``test_loss``, ``converged``,
     ``unconverged``, ``stop_epoch_instances``, and ``stage_k`` / ``stage_error`` for defrosting. A run counts
-    as unconverged when its trainer says so, or when validation never beat its initial weights."""
+    as unconverged when its trainer says so, or when validation never beat its initial weights.
+
+    ``subsets`` (name -> (n_test,) bool mask of the test samples, e.g. easy and hard) adds, per subset,
+    ``<name>_error`` and ``<name>_error_instances``: the final network's error on those test samples."""
     from transferlab.protocols import transfer as tp
 
     row: dict[str, Any] = {}
@@ -461,17 +606,36 @@ def protocol_row(cfg: Any, source: BlockNet, data: TargetData, settings: Any, ge
                                   generator=generator)]
     result = runs[-1]
     unconverged = sum(int((~r.converged | ~_improved(r)).sum()) for r in runs)
+    subset_errors = None
+    if subsets:
+        assert result.net is not None  # the last stage of every protocol keeps its network
+        wrong = _wrong(result.net, data)
+        subset_errors = {name: wrong[:, np.asarray(mask, dtype=bool)].mean(1) for name, mask in subsets.items()}
     row.update(run_fields(result.k, result.test_error.double().numpy(), float(result.test_loss.mean()), unconverged,
-                          [] if result.stop_epoch is None else [int(e) for e in result.stop_epoch]))
+                          [] if result.stop_epoch is None else [int(e) for e in result.stop_epoch], subset_errors))
     return row
 
 
-def run_fields(k: int, errors: np.ndarray, test_loss: float, unconverged: int, stop_epochs: list[int]
-               ) -> dict[str, Any]:
+def _wrong(net: BlockNet, data: TargetData) -> np.ndarray:
+    """(I, n_test) float: 1 where instance i misclassifies test sample j (the argmax of its logits)."""
+    import torch
+
+    from transferlab.protocols.transfer import _features
+
+    L = net.n_blocks
+    with torch.no_grad():
+        logits = net.forward_from(_features(net, data.x_test, L), L)
+    return (logits.argmax(-1) != data.y_test.to(logits.device)).double().cpu().numpy()
+
+
+def run_fields(k: int, errors: np.ndarray, test_loss: float, unconverged: int, stop_epochs: list[int],
+               subset_errors: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
     """The result fields of a row from one run of I instances: ``k``, ``test_error`` (mean of ``errors``,
     shape (I,)), ``test_error_instances``, ``test_loss`` (mean over instances), ``converged`` (no
-    instance unconverged), ``unconverged`` (count) and ``stop_epoch_instances``."""
-    return {
+    instance unconverged), ``unconverged`` (count) and ``stop_epoch_instances``; for every entry of
+    ``subset_errors`` (name -> (I,) errors on a subset of the test samples), ``<name>_error`` (mean) and
+    ``<name>_error_instances``."""
+    row = {
         "k": k,
         "test_error": float(errors.mean()),
         "test_error_instances": [float(e) for e in errors],
@@ -480,6 +644,10 @@ def run_fields(k: int, errors: np.ndarray, test_loss: float, unconverged: int, s
         "unconverged": unconverged,
         "stop_epoch_instances": stop_epochs,
     }
+    for name, values in (subset_errors or {}).items():
+        row[f"{name}_error"] = float(np.mean(values))
+        row[f"{name}_error_instances"] = [float(e) for e in values]
+    return row
 
 
 # --------------------------------------------------------------------------------------------------
@@ -490,12 +658,12 @@ def run_fields(k: int, errors: np.ndarray, test_loss: float, unconverged: int, s
 _PAIR_FIELDS = tuple(f for f in TransferConfig.model_fields if f not in ("n", "protocol", "k", "reinit_unfrozen", "instances"))
 
 
-def pooled_error(rows: list[dict[str, Any]]) -> tuple[float, float | None, int]:
+def pooled_error(rows: list[dict[str, Any]], field: str = "test_error") -> tuple[float, float | None, int]:
     """Mean test error, its standard error and the number of runs, pooling every instance of every row
-    (``test_error_instances``) of ``rows``."""
+    (``<field>_instances``, e.g. ``test_error_instances`` or ``hard_error_instances``) of ``rows``."""
     from transferlab.report.plots import mean_se
 
-    values = np.array([v for r in rows for v in r["test_error_instances"]], dtype=float)
+    values = np.array([v for r in rows for v in r[f"{field}_instances"]], dtype=float)
     mean, se = mean_se(values)
     return mean, se, values.size
 
@@ -503,8 +671,9 @@ def pooled_error(rows: list[dict[str, Any]]) -> tuple[float, float | None, int]:
 def _pair_label(pair: dict[str, Any]) -> str:
     source = pair["source"]
     if source.startswith("trained:"):
-        source = f"{pair['architecture'].upper()} trained on {source[8:]}" + (" (coarse)" if pair["source_labels"] == "coarse" else "")
-    target = pair["target"] + (" (coarse labels)" if pair["target_labels"] == "coarse" else "")
+        labels = pair["source_labels"]
+        source = f"{pair['architecture'].upper()} trained on {source[8:]}" + ("" if labels == "fine" else f" ({labels})")
+    target = pair["target"] + ("" if pair["target_labels"] == "fine" else f" ({pair['target_labels']} labels)")
     return f"{source} -> {target}"
 
 
@@ -520,6 +689,9 @@ def _analyze_pair(pair: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str,
             entries[(protocol, k_used, reinit)] = (mean, se, count)
             table.append({"n": n, "protocol": protocol, "k": k_used, "reinit_unfrozen": reinit, "test_error": mean,
                           "se": se, "runs": count, "unconverged runs": sum(r["unconverged"] for r in group)})
+            for split in ("easy", "hard"):
+                if f"{split}_error_instances" in group[0]:
+                    table[-1][f"{split}_error"], table[-1][f"{split}_se"], _ = pooled_error(group, split + "_error")
             if protocol == "defrost":
                 stages = np.array([r["stage_error"] for r in group], dtype=float)
                 defrost[n] = (group[0]["stage_k"], stages.mean(0))
@@ -573,6 +745,19 @@ def _figure_plan(results: Results) -> list[tuple[str, str, Any]]:
                          f"but the head (k = {pair['n_blocks']}, left) to all trained (k = 0, right); each stage continues "
                          "from the previous one's weights. One line per target size n; means over instances and "
                          "replicates.", functools.partial(_defrost_figure, pair)))
+    figure_groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for curve in results.data.get("label_curves", []):
+        setting = curve["setting"]
+        figure_groups.setdefault((setting["source"], setting["target"], setting["target_labels"], setting["n"]),
+                                 []).append(curve)
+    for (source, target, labels, n), curves in figure_groups.items():
+        plan.append((f"transfer_labels_{_slug(f'{source[8:]} {target} {labels} n{n}')}",
+                     f"Pretrained on {source[8:]} with each label function, transferred to {target} ({labels} labels), "
+                     f"n = {n}: downstream accuracy against the number K of pretraining classes; lines: aligned "
+                     "k-means (within each coarse class), global k-means and balanced random labels; star: fine "
+                     "labels, diamond: coarse labels. Easy and hard test samples (lowest-margin samples under a "
+                     "reference classifier) separately where measured. Bars: ± 1 standard error over instances and "
+                     "replicates.", functools.partial(label_figure, curves)))
     if any(row["k_star"] is not None for p in pairs for row in p["best"]):
         plan.append(("transfer_k_star",
                      "k*, the number of frozen source blocks with the lowest mean target test error (fine-tuning "

@@ -10,7 +10,8 @@ Public names:
 - :func:`from_module`, :class:`StackedModule` -- any ``nn.Module`` with named blocks and head as a BlockNet
 - :func:`load_pretrained`, :class:`PretrainedModel` -- ImageNet MobileNetV2 / EfficientNet-lite0 as plain modules
 - :func:`patch_cnn`, :class:`PatchReLU`, :class:`ClassSum`, :func:`neuron_feature_cosines` -- the two-layer
-  patch ReLU network of paper 4 (fixed second layer) and its neuron-feature alignment
+  patch ReLU network of paper 4 (fixed second layer) and its neuron-feature alignment; :func:`patch_gd`,
+  :class:`PatchGD`, :func:`patch_pool` -- its full-batch gradient descent and features, fused over many networks
 - :func:`transformer`, :data:`TRANSFORMER_SIZES`, :class:`TransformerSize`, :func:`non_embedding_params`,
   :func:`training_flops_per_token` -- batched decoder-only transformers (paper 3's character-level LMs)
 """
@@ -20,7 +21,7 @@ from transferlab.nets.cnn import BatchedConv2d, BatchedMaxPool2d, small_cnn
 from transferlab.nets.deep_linear import DeepLinear, InitKind
 from transferlab.nets.mlp import mlp
 from transferlab.nets.module import StackedModule, from_module
-from transferlab.nets.patch_cnn import ClassSum, PatchReLU, neuron_feature_cosines, patch_cnn
+from transferlab.nets.patch_cnn import ClassSum, PatchGD, PatchReLU, neuron_feature_cosines, patch_cnn, patch_gd, patch_pool
 from transferlab.nets.pretrained import PretrainedModel, load_pretrained
 from transferlab.nets.transformer import (
     TRANSFORMER_SIZES,
@@ -33,6 +34,6 @@ from transferlab.nets.transformer import (
 __all__ = [
     "BatchedConv2d", "BatchedLinear", "BatchedMaxPool2d", "BlockNet", "DeepLinear", "InitKind", "PretrainedModel",
     "StackedModule", "from_module", "load_pretrained", "mlp", "small_cnn", "stack_instances",
-    "ClassSum", "PatchReLU", "neuron_feature_cosines", "patch_cnn",
+    "ClassSum", "PatchGD", "PatchReLU", "neuron_feature_cosines", "patch_cnn", "patch_gd", "patch_pool",
     "TRANSFORMER_SIZES", "TransformerSize", "non_embedding_params", "training_flops_per_token", "transformer",
 ]

@@ -8,6 +8,8 @@ Public names:
 - :func:`load_dataset`, :class:`ImageDataset`, :class:`LabelHierarchy` -- real image data (MNIST, Fashion-MNIST,
   Animal-MNIST, digits, the 30-class union) with label hierarchies; :func:`class_balanced_subset` (see
   :mod:`transferlab.tasks.images`)
+- :func:`parse_label_function`, :func:`relabel`, :func:`kmeans`, :func:`pca` -- fine, coarse, k-means (aligned with
+  the hierarchy or global) and random labels of real images (see :mod:`transferlab.tasks.relabel`)
 - :func:`load_corpus`, :class:`TextCorpus`, :func:`encode`, :func:`decode` -- English prose and Python source as
   byte-level token streams split by file (see :mod:`transferlab.tasks.text`)
 """
@@ -15,12 +17,23 @@ Public names:
 from transferlab.tasks._random import RandomSource, standard_normal
 from transferlab.tasks.images import (
     DATASET_NAMES,
+    GROUPINGS,
     ImageDataset,
     LabelHierarchy,
     class_balanced_indices,
     class_balanced_subset,
     load_dataset,
     split_dataset_name,
+    static_hierarchy,
+)
+from transferlab.tasks.relabel import (  # label functions on real images: fine, coarse, k-means, random
+    KMeansResult,
+    LabelFunction,
+    aligned_cluster_counts,
+    kmeans,
+    parse_label_function,
+    pca,
+    relabel,
 )
 from transferlab.tasks.hidden_manifold import (  # correlated hidden-manifold tasks (see its module docstring)
     HiddenManifoldPair,
@@ -86,6 +99,15 @@ __all__ = [
     "hidden_manifold_task",
     "perturbed_task",
     "DATASET_NAMES",
+    "GROUPINGS",
+    "KMeansResult",
+    "LabelFunction",
+    "aligned_cluster_counts",
+    "kmeans",
+    "parse_label_function",
+    "pca",
+    "relabel",
+    "static_hierarchy",
     "ImageDataset",
     "LabelHierarchy",
     "RandomSource",

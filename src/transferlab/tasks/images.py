@@ -29,7 +29,12 @@ back to ``k`` first); digits' ``0..16`` become ``k / 16``.
 Hierarchies. Fashion-MNIST's ten classes group into tops (T-shirt/top, pullover, coat, shirt), bottoms
 (trouser), footwear (sandal, sneaker, ankle boot), bags (bag) and dresses (dress). The combined
 ``"mnist_fashion_animal"`` has 30 fine classes in 3 coarse domains: digits ``0..9``, fashion ``10..19``,
-animals ``20..29`` (the original label plus the domain's offset).
+animals ``20..29`` (the original label plus the domain's offset). A data set may also have further named
+groupings (:data:`GROUPINGS`, :meth:`ImageDataset.regroup`): ``"mnist_fashion_animal"`` has ``"halves"``, six
+groups, two per domain -- digits 0-4 and 5-9; upper-body garments (T-shirt/top, pullover, dress, coat, shirt)
+and the rest (trouser, sandal, sneaker, bag, ankle boot; a coarsening of Fashion-MNIST's five groups); the
+hoofed animals (cow, giraffe, horse, sheep, zebra) and the rest (bear, bird, cat, dog, elephant). It nests in
+the domains and is not solvable by telling the domains apart.
 
 Integrity. Every file is checked against the SHA-256 of its *decompressed* content before it is parsed
 (so a byte-identical payload that was merely recompressed, as Debian does, still verifies); a mismatch,
@@ -50,6 +55,7 @@ them (``x.copy()``, or ``torch.tensor(x)``) before modifying them in place.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import importlib
@@ -73,7 +79,9 @@ from transferlab.tasks._random import RandomSource
 
 __all__ = [
     "DATASET_NAMES",
+    "DOMAIN_HIERARCHY",
     "FASHION_HIERARCHY",
+    "GROUPINGS",
     "ImageDataset",
     "LabelHierarchy",
     "check_labels",
@@ -81,6 +89,7 @@ __all__ = [
     "class_balanced_subset",
     "load_dataset",
     "split_dataset_name",
+    "static_hierarchy",
 ]
 
 
@@ -174,6 +183,14 @@ class LabelHierarchy:
         return tuple(int(f) for f in np.flatnonzero(self.fine_to_coarse == coarse))
 
 
+def _restrict(hierarchy: LabelHierarchy, picked: Sequence[int]) -> LabelHierarchy:
+    """The hierarchy of a class subset: the coarse classes that keep a member, renumbered in their order."""
+    coarse = hierarchy.fine_to_coarse[list(picked)]
+    kept = np.unique(coarse)
+    return LabelHierarchy(fine_to_coarse=np.searchsorted(kept, coarse),
+                          coarse_classes=tuple(hierarchy.coarse_classes[c] for c in kept))
+
+
 FASHION_CLASSES = (
     "T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot",
 )  # fmt: skip
@@ -186,6 +203,22 @@ FASHION_HIERARCHY = LabelHierarchy(
     fine_to_coarse=np.array([0, 1, 0, 4, 0, 2, 0, 2, 3, 2]),
     coarse_classes=("tops", "bottoms", "footwear", "bags", "dresses"),
 )
+
+#: The combined data set's default hierarchy: its 30 classes in 3 domains (digits, fashion, animals).
+DOMAIN_HIERARCHY = LabelHierarchy(fine_to_coarse=np.repeat(np.arange(3), 10), coarse_classes=("digit", "fashion", "animal"))
+
+#: Further named groupings of a base data set's classes (its default hierarchy is ``ImageDataset.hierarchy``).
+GROUPINGS: dict[str, dict[str, LabelHierarchy]] = {
+    "mnist_fashion_animal": {
+        "halves": LabelHierarchy(
+            fine_to_coarse=np.array([0] * 5 + [1] * 5                   # digits 0-4 | 5-9
+                                    + [2, 3, 2, 2, 2, 3, 2, 3, 3, 3]     # upper-body garments | the rest
+                                    + [5, 5, 5, 4, 5, 5, 4, 4, 4, 4]),   # hoofed: cow giraffe horse sheep zebra | rest
+            coarse_classes=("digit 0-4", "digit 5-9", "upper-body garment", "other fashion", "hoofed animal",
+                            "other animal"),
+        ),
+    },
+}
 
 _DOMAINS = (("digit", "mnist", MNIST_CLASSES), ("fashion", "fashion_mnist", FASHION_CLASSES),
             ("animal", "animal_mnist", ANIMAL_CLASSES))  # fmt: skip
@@ -239,12 +272,7 @@ class ImageDataset:
         relabel = np.full(self.n_classes, -1, dtype=np.int64)
         relabel[picked] = np.arange(len(picked))
         train, test = relabel[self.y_train], relabel[self.y_test]
-        hierarchy = None
-        if self.hierarchy is not None:
-            coarse = self.hierarchy.fine_to_coarse[picked]
-            kept = np.unique(coarse)
-            hierarchy = LabelHierarchy(fine_to_coarse=np.searchsorted(kept, coarse),
-                                       coarse_classes=tuple(self.hierarchy.coarse_classes[c] for c in kept))
+        hierarchy = None if self.hierarchy is None else _restrict(self.hierarchy, picked)
         return ImageDataset(
             name=f"{self.name}[{','.join(map(str, picked))}]",
             x_train=_frozen(self.x_train[train >= 0]),
@@ -254,6 +282,15 @@ class ImageDataset:
             classes=tuple(self.classes[c] for c in picked),
             hierarchy=hierarchy,
         )
+
+    def regroup(self, grouping: str) -> ImageDataset:
+        """The same data set with its hierarchy replaced by the named grouping ``GROUPINGS[name][grouping]``
+        (base data sets only; raises :class:`ConfigError` for an unknown grouping)."""
+        known = GROUPINGS.get(self.name, {})
+        if grouping not in known:
+            raise ConfigError(f"data set {self.name!r} has no grouping {grouping!r}"
+                              + (f"; known: {', '.join(sorted(known))}" if known else " (it has none)"))
+        return dataclasses.replace(self, hierarchy=known[grouping])
 
     def coarse(self) -> ImageDataset:
         """The same images labelled by their coarse classes (raises :class:`ConfigError` without a hierarchy)."""
@@ -608,10 +645,7 @@ def _load_combined() -> ImageDataset:
     parts = [_load(name, None) for _, name, _ in _DOMAINS]
     offsets = np.cumsum([0] + [p.n_classes for p in parts[:-1]])
     classes = tuple(f"{domain}:{c}" for (domain, _, names) in _DOMAINS for c in names)
-    hierarchy = LabelHierarchy(
-        fine_to_coarse=np.repeat(np.arange(len(parts)), [p.n_classes for p in parts]),
-        coarse_classes=tuple(domain for domain, _, _ in _DOMAINS),
-    )
+    hierarchy = DOMAIN_HIERARCHY
     return ImageDataset(
         name=_COMBINED,
         x_train=_frozen(np.concatenate([p.x_train for p in parts])),
@@ -659,6 +693,31 @@ def split_dataset_name(name: str) -> tuple[str, tuple[int, ...] | None]:
     if len(classes) < 2 or len(set(classes)) != len(classes):
         raise ConfigError(f"data set {name!r}: a class subset needs at least 2 distinct classes")
     return base, classes
+
+
+def static_hierarchy(name: str, grouping: str | None = None) -> LabelHierarchy | None:
+    """The hierarchy (or named grouping) that :func:`load_dataset(name) <load_dataset>` will carry, without
+    loading any image (so that specs are checked when they load): the base data set's, restricted to a class
+    subset as :meth:`ImageDataset.select_classes` does. None where the data set has none.
+
+    Raises:
+        ConfigError: a bad name, or a grouping the base data set does not have (groupings are for base data
+            sets, not class subsets).
+    """
+    base, classes = split_dataset_name(name)
+    if grouping is not None:
+        known = GROUPINGS.get(base, {})
+        if classes is not None or grouping not in known:
+            where = "class subsets have no named groupings" if classes is not None else (
+                f"known: {', '.join(sorted(known))}" if known else "it has none")
+            raise ConfigError(f"data set {name!r} has no grouping {grouping!r} ({where})")
+        return known[grouping]
+    hierarchy = {"fashion_mnist": FASHION_HIERARCHY, _COMBINED: DOMAIN_HIERARCHY}.get(base)
+    if hierarchy is None or classes is None:
+        return hierarchy
+    if max(classes) >= hierarchy.n_fine:
+        raise ConfigError(f"data set {name!r}: class {max(classes)} is outside its {hierarchy.n_fine} classes")
+    return _restrict(hierarchy, classes)
 
 
 @cache

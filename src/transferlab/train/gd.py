@@ -24,7 +24,7 @@ Two gradient paths compute the same dL/dW_l:
 
 For L = 2 on the end-to-end path the loop is fused (``GDSettings.fused``, the default): blocks of
 ``check_every`` steps run without per-step bookkeeping (no masks, no step counters, no host
-synchronisation; about ten tensor operations a step, :func:`_two_layer_steps`), recording every step's
+synchronisation; seven tensor operations a step, :func:`_two_layer_steps`), recording every step's
 excess loss. After a block, an instance whose excess first fell to <= tol at block step j is rewound
 to the block's start and replays exactly j steps, so the stopping rule, the step counts and the
 weights are those of the step-by-step loop (``fused=False``), up to floating-point rounding. Once
@@ -308,35 +308,38 @@ def _two_layer_steps(M: torch.Tensor, w: torch.Tensor, objective: LeastSquaresOb
     """Run ``eta2.shape[0]`` GD steps of an L = 2 net in reduced coordinates, in place, unmasked.
 
     State (see :class:`_EndToEndStepper`): M = Q W_1 [B] (I, r, k) and w = [B^T] w_2 (I, k); the
-    predictor's coordinates are v = M w (I, r). Step j, with eta_j = ``eta2[j] / 2`` (I,):
-        delta = v - b*,  h = lambda * delta  (dL/dv = 2 h),  excess[j] = delta . h,
-        M <- (1 - wd eta_j) M - eta_j (2 h) w^T,   w <- (1 - wd eta_j) w - eta_j M_old^T (2 h),
+    predictor's coordinates are v = M w (I, r). Step j, with a_j = ``eta2[j]`` = 2 eta_j (I,):
+        delta = v - b*,  h = lambda * delta  (dL/dv = 2 h),  excess[j] = delta . h,  e = a_j h,
+        M <- (1 - wd eta_j) M - e w^T,   w <- (1 - wd eta_j) w - M_old^T e,
     the gradients dL/dM = (2 h) w^T and dL/dw = M^T (2 h) of L(M w). ``excess[j]`` (I,) receives the
     excess loss before update j. Frozen instances have eta = 0 and stay exactly where they are.
+    Without weight decay a step is seven kernel calls on (I, 1, .) rows: the offset, the dot product
+    and the rank-one update are folded into batched products (at the paper's sizes a call's fixed
+    cost is comparable to its arithmetic, so fewer calls are faster).
     """
     instances, r, k = M.shape
-    # every view and buffer made once: a step is then ten kernel calls on (I, 1, .) rows
-    lam, target = objective.eigenvalues[:, None, :], objective.target[:, None, :]
+    # every view and buffer made once
+    lam, neg_target = objective.eigenvalues[:, None, :], -objective.target[:, None, :]
     w_row, M_t = w[:, None, :], M.mT  # views: they follow the in-place updates of w and M
     delta = torch.empty(instances, 1, r, dtype=M.dtype, device=M.device)
     h = torch.empty_like(delta)
+    h_col = h.mT  # (I, r, 1) view
     u = torch.empty(instances, 1, k, dtype=M.dtype, device=M.device)
-    records = excess[:, :, None].unbind(0)  # (I, 1) each
+    records = excess[:, :, None, None].unbind(0)  # (I, 1, 1) each
     etas = eta2[:, :, None, None].unbind(0)  # (I, 1, 1) each
     for j, step in enumerate(etas):
-        torch.bmm(w_row, M_t, out=delta)  # the (1 x k)(k x r) form is the fastest batched product here
-        delta.sub_(target)
+        torch.baddbmm(neg_target, w_row, M_t, out=delta)  # M w - b*: the (1 x k)(k x r) form is the fastest here
         torch.mul(lam, delta, out=h)
-        torch.sum(delta.mul_(h), -1, out=records[j])
-        torch.bmm(h, M, out=u)  # M^T h
-        w_old = w_row
-        if weight_decay:
-            shrink = 1.0 - (0.5 * weight_decay) * step
+        torch.bmm(delta, h_col, out=records[j])  # delta . h
+        h.mul_(step)  # e = a_j h
+        torch.bmm(h, M, out=u)  # M_old^T e
+        shrink = 1.0 - (0.5 * weight_decay) * step if weight_decay else None
+        if shrink is not None:
             M.mul_(shrink)
-            w_old = w_row.clone()
+        M.baddbmm_(h_col, w_row, alpha=-1.0)  # the rank-one update e w_old^T (w is not updated yet)
+        if shrink is not None:
             w_row.mul_(shrink)
-        M.addcmul_(h.mul_(step).mT, w_old, value=-1.0)
-        w_row.addcmul_(u, step, value=-1.0)
+        w_row.sub_(u)
 
 
 def _two_layer_steps_deferred(M: torch.Tensor, w: torch.Tensor, objective: LeastSquaresObjective,
