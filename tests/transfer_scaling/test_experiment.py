@@ -246,3 +246,24 @@ def test_a_tiny_real_sweep_runs_the_pipeline_and_resumes(tmp_path: Path, monkeyp
 def test_bad_loss_column_is_refused() -> None:
     with pytest.raises(ConfigError, match="loss must be one of"):
         analyze_table(ResultTable(rows=_synthetic_rows(0.0)), loss="train_loss")
+
+
+def test_instances_train_as_one_program_each_with_its_own_windows(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from transferlab.experiments.base import Cell
+
+    monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path / "cache"))
+    small = {"size": "d8L1H2", "context": 16, "batch_size": 4, "max_steps": 20, "pretrain_max_steps": 10,
+             "warmup_steps": 2, "eval_every": 5, "patience": 2, "val_tokens": 128, "test_tokens": 256, "instances": 2}
+    exp = TransferScalingExperiment()
+    for i, regime in enumerate(("scratch", "finetune")):
+        cell = Cell(key=f"{i + 100:064x}", config=TransferScalingConfig(regime=regime, data_size=2000, **small))
+        row = exp.run_batch([cell])[0]
+        tests = row["test_loss_instances"]
+        assert len(tests) == len(row["converged"]) == len(row["val_history_instances"]) == 2
+        assert row["test_loss"] == pytest.approx(sum(tests) / 2, rel=1e-12)  # the row's loss is the mean
+        # scratch: two initial draws; finetune: one source, two window streams -- either way two trajectories
+        assert abs(tests[0] - tests[1]) > 1e-6, regime
+        histories = row["val_history_instances"]
+        if regime == "finetune":  # both instances start from the same pretrained weights
+            assert histories[0][0] == pytest.approx(histories[1][0], rel=1e-6)

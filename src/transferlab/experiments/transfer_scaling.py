@@ -465,6 +465,9 @@ def analyze_table(
     The knobs are :func:`transferlab.scaling.analyze_transfer`'s (the paper's cut: ``low_data_fraction`` 0.1,
     ``plateau_fraction`` 0.99). A fit that cannot be made (too few usable points, a scratch curve that rises
     with D) is reported in the summary with its reason, never raised: the runs and the loss figure remain.
+    The law is fitted twice when ``low_data_fraction`` < 1: with that cut ("paper's cut") and with none ("no
+    cut": every point with D_F <= D(N)); the figures and claims use the first of the two whose fit is
+    determined (status not ``too_few_points``), else the first that could be fitted (``data["cut"]`` names it).
     """
     from transferlab.scaling import ScalingWarning, analyze_transfer
 
