@@ -15,10 +15,11 @@ from typing import Literal
 
 import numpy as np
 
-from transferlab.errors import DataError
+from transferlab._checks import check_int
+from transferlab.errors import ConfigError, DataError
 from transferlab.measures._geometry import sq_distances
 
-__all__ = ["GaussianMixtureFit", "kmeans_labels", "fit_gaussian_mixture", "mixture_log_densities"]
+__all__ = ["GaussianMixtureFit", "KMeansResult", "fit_gaussian_mixture", "kmeans", "mixture_log_densities"]
 
 #: Added to every component's responsibility mass (as scikit-learn does), so an emptied component
 #: divides by a tiny positive number instead of zero.
@@ -47,34 +48,61 @@ class GaussianMixtureFit:
     converged: bool
 
 
-def kmeans_labels(x: np.ndarray, k: int, rng: np.random.Generator, max_iter: int = 300) -> np.ndarray:
-    """Lloyd's k-means from k-means++ seeds (Arthur, Vassilvitskii 2007); labels ``(n,)`` in ``0..k-1``.
+@dataclass(frozen=True)
+class KMeansResult:
+    """A k-means clustering: ``centroids`` (K, q), ``labels`` (n,) int64, ``inertia`` (the sum of squared
+    distances of the points to their centroids), ``iterations`` run and ``converged`` (the assignment
+    stopped changing before ``max_iter``)."""
+
+    centroids: np.ndarray
+    labels: np.ndarray
+    inertia: float
+    iterations: int
+    converged: bool
+
+
+def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, *, init: np.ndarray | None = None,
+           max_iter: int = 300) -> KMeansResult:
+    """Lloyd's k-means on ``x`` (n, q), from ``init`` (k, q) or k-means++ seeds (Arthur, Vassilvitskii 2007).
 
     Seeding: the first centre is a uniformly drawn point, each next one a point drawn with
     probability proportional to its squared distance to the nearest centre chosen so far. Lloyd
     iterations then alternate nearest-centre assignment and centre = mean of its points until the
-    assignment repeats; an emptied cluster is moved to the point farthest from its centre.
+    assignment repeats (a local minimum of the inertia sum_i |x_i - c_{l(i)}|^2); an emptied cluster
+    takes the worst-fitted point of a cluster with more than one.
 
     Raises:
         DataError: fewer than ``k`` distinct points in ``x`` (no ``k`` distinct seeds exist).
+        ConfigError: k < 1, or ``init`` not of shape (k, q).
     """
+    x = np.asarray(x, dtype=np.float64)
+    k = check_int(k, "k", low=1)
     n = x.shape[0]
-    centres = np.empty((k, x.shape[1]))
-    first = int(rng.integers(n))
-    centres[0] = x[first]
-    closest = sq_distances(x, centres[:1])[:, 0]
-    for j in range(1, k):
-        total = closest.sum()
-        if total <= 0.0:
-            raise DataError(f"features: fewer than {k} distinct points, too few for {k} mixture components")
-        pick = int(np.searchsorted(np.cumsum(closest), rng.uniform(0.0, total), side="right"))
-        centres[j] = x[min(pick, n - 1)]
-        closest = np.minimum(closest, sq_distances(x, centres[j : j + 1])[:, 0])
+    if n < k:
+        raise DataError(f"k-means: {n} points cannot make {k} clusters")
+    if init is not None and np.shape(init) != (k, x.shape[1]):
+        raise ConfigError(f"k-means: init must have shape {(k, x.shape[1])}, got {np.shape(init)}")
+    if init is None:
+        centres = np.empty((k, x.shape[1]))
+        centres[0] = x[int(rng.integers(n))]
+        closest = sq_distances(x, centres[:1])[:, 0]
+        for j in range(1, k):
+            total = closest.sum()
+            if total <= 0.0:
+                raise DataError(f"k-means: fewer than {k} distinct points, too few for {k} clusters")
+            pick = int(np.searchsorted(np.cumsum(closest), rng.uniform(0.0, total), side="right"))
+            centres[j] = x[min(pick, n - 1)]
+            closest = np.minimum(closest, sq_distances(x, centres[j : j + 1])[:, 0])
+    else:
+        centres = np.array(init, dtype=np.float64)
     labels = np.full(n, -1)
-    for _ in range(max_iter):
+    converged, iterations = False, 0
+    while iterations < max_iter:
+        iterations += 1
         d2 = sq_distances(x, centres)
         new = np.argmin(d2, axis=1)
         if np.array_equal(new, labels):
+            converged = True
             break
         labels = new
         counts = np.bincount(labels, minlength=k)
@@ -86,7 +114,9 @@ def kmeans_labels(x: np.ndarray, k: int, rng: np.random.Generator, max_iter: int
             labels[far] = j
             own[far] = -1.0
         centres = np.eye(k)[labels].T @ x / counts[:, None]
-    return labels
+    inertia = float(((x - centres[labels]) ** 2).sum())
+    return KMeansResult(centroids=centres, labels=labels.astype(np.int64), inertia=inertia, iterations=iterations,
+                        converged=converged)
 
 
 def mixture_log_densities(
@@ -150,7 +180,7 @@ def fit_gaussian_mixture(
     E step: ``r_iv = w_v N(x_i | mu_v, S_v) / sum_u w_u N(x_i | mu_u, S_u)``. M step, with
     ``m_v = sum_i r_iv``: ``w_v = m_v / n``, ``mu_v = sum_i r_iv x_i / m_v``,
     ``S_v = sum_i r_iv (x_i - mu_v)(x_i - mu_v)^T / m_v + reg I`` (diagonal part only for ``"diag"``).
-    Initial responsibilities are the one-hot labels of :func:`kmeans_labels` with
+    Initial responsibilities are the one-hot labels of :func:`kmeans` with
     ``numpy.random.default_rng(seed)``, so the fit is a deterministic
     function of ``(x, seed)``. Stops when no posterior ``r_iv`` moved by ``tol`` or more in one
     iteration (a rule on the posteriors rather than on the log-likelihood, whose changes are
@@ -158,7 +188,7 @@ def fit_gaussian_mixture(
     that differ by roundoff, then give posteriors within ``tol``); otherwise, after ``max_iter``
     iterations, warns (``RuntimeWarning``) and returns the last parameters with ``converged=False``.
     """
-    resp = np.eye(n_components)[kmeans_labels(x, n_components, np.random.default_rng(seed))]
+    resp = np.eye(n_components)[kmeans(x, n_components, np.random.default_rng(seed)).labels]
     weights, means, cov = _m_step(x, resp, covariance, reg)
     change = np.inf
     n_iter = 0

@@ -20,8 +20,9 @@ clustering *is* the coarse labelling.
 Clustering features (ours; the paper clusters CLIP ViT-L/14 embeddings of iNaturalist images, which cannot
 be computed offline here): the centred pixels projected on their first ``dims`` (default 50) principal
 components, fitted on the images being labelled (:func:`pca`). k-means is Lloyd's algorithm from a
-k-means++ initialisation (:func:`kmeans`), float64, seeded; an empty cluster is re-seeded at the point
-farthest from its centroid. Further splits (validation, test images) are labelled by the nearest centroid
+k-means++ initialisation (:func:`kmeans`, the one k-means of the package, shared with the NLEEP mixture
+in :mod:`transferlab.measures`), float64, seeded; an emptied cluster takes the worst-fitted point of a
+cluster with more than one. Further splits (validation, test images) are labelled by the nearest centroid
 (within their own coarse class for the aligned clustering, so they nest too) and, for random labels, by an
 independent balanced draw.
 """
@@ -36,6 +37,8 @@ import numpy as np
 
 from transferlab._checks import check_int
 from transferlab.errors import ConfigError, DataError
+from transferlab.measures._gmm import KMeansResult, kmeans
+from transferlab.measures._geometry import sq_distances
 from transferlab.tasks.images import LabelHierarchy, static_hierarchy
 
 __all__ = ["KMeansResult", "LabelFunction", "aligned_cluster_counts", "kmeans", "parse_label_function", "pca",
@@ -129,81 +132,6 @@ def pca(x: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
     return mean, components * np.where(signs == 0, 1.0, signs)
 
 
-@dataclass(frozen=True)
-class KMeansResult:
-    """A k-means clustering: ``centroids`` (K, q), ``labels`` (n,) int64, ``inertia`` (the sum of squared
-    distances of the points to their centroids), ``iterations`` run and ``converged`` (the assignment
-    stopped changing before ``max_iter``)."""
-
-    centroids: np.ndarray
-    labels: np.ndarray
-    inertia: float
-    iterations: int
-    converged: bool
-
-
-def _sq_distances(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """(n, K) squared Euclidean distances, clipped at 0 (the expanded form can round below it)."""
-    d = (points**2).sum(1)[:, None] - 2.0 * points @ centroids.T + (centroids**2).sum(1)[None, :]
-    return np.maximum(d, 0.0)
-
-
-def _kmeans_pp(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """k-means++ seeding (Arthur & Vassilvitskii 2007): the first centre uniformly, each further one with
-    probability proportional to the squared distance to the nearest centre chosen so far."""
-    centres = [points[rng.integers(len(points))]]
-    nearest = _sq_distances(points, centres[0][None])[:, 0]
-    for _ in range(1, k):
-        total = nearest.sum()
-        i = rng.choice(len(points), p=nearest / total) if total > 0 else rng.integers(len(points))
-        centres.append(points[i])
-        nearest = np.minimum(nearest, _sq_distances(points, points[i][None])[:, 0])
-    return np.stack(centres)
-
-
-def kmeans(points: np.ndarray, k: int, rng: np.random.Generator, *, init: np.ndarray | None = None,
-           max_iter: int = 300) -> KMeansResult:
-    """Lloyd's k-means on ``points`` (n, q): assign each point to its nearest centroid, move each centroid
-    to the mean of its points, until the assignment no longer changes (or ``max_iter`` rounds). Starts from
-    ``init`` (K, q) or from k-means++ seeding drawn from ``rng``. A cluster left empty is re-seeded at the
-    point farthest from its current centroid. Minimises the inertia sum_i ||x_i - c_{l(i)}||^2 locally.
-
-    Raises:
-        DataError: fewer points than clusters.
-        ConfigError: k < 1, or ``init`` not of shape (k, q).
-    """
-    points = np.asarray(points, dtype=np.float64)
-    k = check_int(k, "k", low=1)
-    if len(points) < k:
-        raise DataError(f"k-means: {len(points)} points cannot make {k} clusters")
-    if init is not None and np.shape(init) != (k, points.shape[1]):
-        raise ConfigError(f"k-means: init must have shape {(k, points.shape[1])}, got {np.shape(init)}")
-    centroids = _kmeans_pp(points, k, rng) if init is None else np.array(init, dtype=np.float64)
-    labels = np.full(len(points), -1)
-    converged = False
-    iterations = 0
-    while iterations < max_iter:
-        iterations += 1
-        dist = _sq_distances(points, centroids)
-        new = dist.argmin(1)
-        counts = np.bincount(new, minlength=k)
-        for empty in np.flatnonzero(counts == 0):  # re-seed at the point farthest from its centroid
-            far = int(dist[np.arange(len(points)), new].argmax())
-            new[far] = empty
-            dist[far] = 0.0
-            counts = np.bincount(new, minlength=k)
-        if np.array_equal(new, labels):
-            converged = True
-            break
-        labels = new
-        sums = np.zeros_like(centroids)
-        np.add.at(sums, labels, points)
-        centroids = sums / counts[:, None]
-    inertia = float(((points - centroids[labels]) ** 2).sum())
-    return KMeansResult(centroids=centroids, labels=labels.astype(np.int64), inertia=inertia, iterations=iterations,
-                        converged=converged)
-
-
 def aligned_cluster_counts(group_sizes: np.ndarray, k: int) -> np.ndarray:
     """K_c, the clusters of each coarse class c for aligned k-means with K = ``k`` in all, summing to K:
     proportional to the class sizes n_c (quota q_c = K n_c / sum n), each at least 1. Start from
@@ -267,7 +195,7 @@ def relabel(fn: LabelFunction, x: np.ndarray, y: np.ndarray, hierarchy: LabelHie
     other_features = [(np.asarray(xo, dtype=np.float64).reshape(len(xo), -1) - mean) @ components for xo, _ in others]
     if fn.kind == "kmeans":
         result = kmeans(features, fn.k, rng)
-        return result.labels, [_sq_distances(f, result.centroids).argmin(1) for f in other_features]
+        return result.labels, [sq_distances(f, result.centroids).argmin(1) for f in other_features]
     assert hierarchy is not None
     groups = hierarchy.coarsen(y)
     other_groups = [hierarchy.coarsen(yo) for _, yo in others]
@@ -281,6 +209,6 @@ def relabel(fn: LabelFunction, x: np.ndarray, y: np.ndarray, hierarchy: LabelHie
         labels[members] = offset + result.labels
         for f, g, out in zip(other_features, other_groups, other_labels, strict=True):
             inside = np.flatnonzero(g == c)
-            out[inside] = offset + _sq_distances(f[inside], result.centroids).argmin(1)
+            out[inside] = offset + sq_distances(f[inside], result.centroids).argmin(1)
         offset += int(k_c)
     return labels, other_labels
