@@ -19,7 +19,8 @@ from transferlab.experiments.transfer import TransferConfig, _source_fields, har
 from transferlab.experiments.transfer_labels import label_curves
 from transferlab.tasks import load_dataset
 from transferlab.tasks.images import DOMAIN_HIERARCHY, FASHION_HIERARCHY, static_hierarchy
-from transferlab.tasks.relabel import aligned_cluster_counts, kmeans, parse_label_function, pca, relabel
+from transferlab.measures._gmm import kmeans
+from transferlab.tasks.relabel import aligned_cluster_counts, parse_label_function, pca, relabel
 
 # ---------------------------------------------------------------------------------------------- grammar
 

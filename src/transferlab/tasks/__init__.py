@@ -8,7 +8,7 @@ Public names:
 - :func:`load_dataset`, :class:`ImageDataset`, :class:`LabelHierarchy` -- real image data (MNIST, Fashion-MNIST,
   Animal-MNIST, digits, the 30-class union) with label hierarchies; :func:`class_balanced_subset` (see
   :mod:`transferlab.tasks.images`)
-- :func:`parse_label_function`, :func:`relabel`, :func:`kmeans`, :func:`pca` -- fine, coarse, k-means (aligned with
+- :func:`parse_label_function`, :func:`relabel`, :func:`pca` -- fine, coarse, k-means (aligned with
   the hierarchy or global) and random labels of real images (see :mod:`transferlab.tasks.relabel`)
 - :func:`load_corpus`, :class:`TextCorpus`, :func:`encode`, :func:`decode` -- English prose and Python source as
   byte-level token streams split by file (see :mod:`transferlab.tasks.text`)
@@ -27,10 +27,8 @@ from transferlab.tasks.images import (
     static_hierarchy,
 )
 from transferlab.tasks.relabel import (  # label functions on real images: fine, coarse, k-means, random
-    KMeansResult,
     LabelFunction,
     aligned_cluster_counts,
-    kmeans,
     parse_label_function,
     pca,
     relabel,
@@ -100,10 +98,8 @@ __all__ = [
     "perturbed_task",
     "DATASET_NAMES",
     "GROUPINGS",
-    "KMeansResult",
     "LabelFunction",
     "aligned_cluster_counts",
-    "kmeans",
     "parse_label_function",
     "pca",
     "relabel",

@@ -20,7 +20,7 @@ clustering *is* the coarse labelling.
 Clustering features (ours; the paper clusters CLIP ViT-L/14 embeddings of iNaturalist images, which cannot
 be computed offline here): the centred pixels projected on their first ``dims`` (default 50) principal
 components, fitted on the images being labelled (:func:`pca`). k-means is Lloyd's algorithm from a
-k-means++ initialisation (:func:`kmeans`, the one k-means of the package, shared with the NLEEP mixture
+k-means++ initialisation (:func:`transferlab.measures._gmm.kmeans`, the one k-means of the package, shared with the NLEEP mixture
 in :mod:`transferlab.measures`), float64, seeded; an emptied cluster takes the worst-fitted point of a
 cluster with more than one. Further splits (validation, test images) are labelled by the nearest centroid
 (within their own coarse class for the aligned clustering, so they nest too) and, for random labels, by an
@@ -37,14 +37,12 @@ import numpy as np
 
 from transferlab._checks import check_int
 from transferlab.errors import ConfigError, DataError
-from transferlab.measures._gmm import KMeansResult, kmeans
-from transferlab.measures._geometry import sq_distances
 from transferlab.tasks.images import LabelHierarchy, static_hierarchy
 
-__all__ = ["KMeansResult", "LabelFunction", "aligned_cluster_counts", "kmeans", "parse_label_function", "pca",
+__all__ = ["LabelFunction", "aligned_cluster_counts", "parse_label_function", "pca",
            "relabel"]
 
-Kind = Literal["fine", "coarse", "random", "kmeans", "kmeans-aligned"]
+Kind = Literal["fine", "coarse", "random", "kmeans-aligned"]
 
 _GRAMMAR = re.compile(r"^(?:(?P<level>fine|coarse(?::(?P<grouping>[a-z_]+))?)"
                       r"|(?P<kind>random|kmeans|kmeans-aligned):(?P<k>\d+)(?::(?P<kgrouping>[a-z_]+))?)$")
@@ -191,6 +189,10 @@ def relabel(fn: LabelFunction, x: np.ndarray, y: np.ndarray, hierarchy: LabelHie
         return _balanced_random(len(y), fn.k, rng), [_balanced_random(len(yo), fn.k, rng) for _, yo in others]
     flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
     mean, components = pca(flat, dims)
+    # imported here: transferlab.measures loads scipy, which a run that only parses label names must not
+    from transferlab.measures._geometry import sq_distances
+    from transferlab.measures._gmm import kmeans
+
     features = (flat - mean) @ components
     other_features = [(np.asarray(xo, dtype=np.float64).reshape(len(xo), -1) - mean) @ components for xo, _ in others]
     if fn.kind == "kmeans":
