@@ -94,6 +94,37 @@ def test_early_stopping_keeps_the_best_validation_weights() -> None:
     assert float(lm_loss(net, ENGLISH)[0]) < float(result.best_val_loss[0])  # train below held-out
 
 
+def _reference_stop(history: list[float], eval_steps: tuple[int, ...], patience: int, min_delta: float) -> int:
+    """The stop step by the rule as the docstring states it, one evaluation at a time in Python."""
+    anchor, anchor_at = history[0], 0
+    for k in range(1, len(history)):
+        if history[k] < anchor - min_delta:
+            anchor, anchor_at = history[k], k
+        if k - anchor_at >= patience:
+            return eval_steps[k]
+    return eval_steps[-1]
+
+
+@pytest.mark.parametrize("min_delta", [0.0, 0.05])
+def test_min_delta_stops_on_a_plateau_by_the_stated_rule(min_delta: float) -> None:
+    # a held-out loss that keeps creeping down: without min_delta the run goes on; with it, it stops once the
+    # gains per 3 evaluations fall under 0.05 nats (they are ~0.01 per evaluation by step 200). Either way the stop step is the reference rule's, and the
+    # kept weights are the strictly best evaluation (not the last significant one)
+    net = transformer("xs", context=32, generator=_gen(4))
+    settings = LMSettings(batch_size=16, max_steps=300, warmup_steps=20, lr=3e-3, eval_every=10, patience=3,
+                          min_delta=min_delta)
+    result = fit_lm(net, ENGLISH, ENGLISH, settings, generator=_gen(5))
+    history = [float(v) for v in result.val_history[:, 0]]
+    stop = int(result.stop_step[0])
+    assert stop == _reference_stop(history, result.eval_steps, 3, min_delta)
+    assert bool(result.converged[0]) == (stop < 300)
+    assert float(result.best_val_loss[0]) == min(h for h in history if not math.isnan(h))
+    if min_delta > 0:
+        assert bool(result.converged[0]) and stop < 300  # the plateau stopped it
+    else:
+        assert not bool(result.converged[0])  # validated on its training text: it never stopped improving
+
+
 def test_batched_instances_train_as_separate_runs() -> None:
     size = TransformerSize(d_model=32, n_layers=2, n_heads=2)
     both = transformer(size, context=16, instances=2, generator=_gen(6))

@@ -48,6 +48,7 @@ def test_sizes_by_name_or_shape() -> None:
      ({"warmup_steps": 4000}, "warmup_steps must be an integer in 0..3999"),
      ({"pretrain_max_steps": 50}, "warmup_steps must be an integer in 0..49"),
      ({"patience": 0}, "patience"),
+     ({"min_delta": -0.01}, "min_delta"),
      ({"regime": "transfer"}, "regime")],
 )
 def test_inconsistent_configs_are_refused(fields: dict, message: str) -> None:

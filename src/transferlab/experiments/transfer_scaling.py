@@ -22,8 +22,8 @@ The D bytes are ``TextCorpus.sample("train", D, chunk=4096, seed=replicate)``: c
 training split, nested across D (a smaller set is the start of a larger one). Every run uses
 :func:`transferlab.train.lm.fit_lm`'s recipe (Adam, linear warm-up, cosine decay, peak rate
 lr(N) of Kaplan et al. 2020 unless ``lr`` is given; validation every ``eval_every`` steps on
-``val_tokens`` targets spread over the validation split; stop ``patience`` evaluations after the best;
-the best weights kept). The analysed loss is the *test* loss of the kept weights (``test_tokens``
+``val_tokens`` targets spread over the validation split; stop ``patience`` evaluations after the last
+improvement by more than ``min_delta`` nats, so a run on a plateau stops too; the best weights kept). The analysed loss is the *test* loss of the kept weights (``test_tokens``
 targets spread over the Python test split), so the early-stopping choice and the measurement use
 different files. A run still improving at its last step is recorded as not converged.
 
@@ -118,6 +118,7 @@ class TransferScalingConfig(ExperimentConfig):
         finetune_lr_scale: the fine-tuning peak learning rate over the scratch one (1: the same recipe, as the
             paper, whose hyper-parameters were tuned for training from scratch).
         eval_every, patience: validation cadence and early-stopping patience (evaluations).
+        min_delta: nats a validation loss must gain to reset the patience count (0: any strict gain).
         val_tokens, test_tokens: validation / test targets per evaluation (spread over the split).
         pretrain_tokens: English training bytes used (``None``: the whole split).
         instances: seeds trained as one batched program.
@@ -136,6 +137,7 @@ class TransferScalingConfig(ExperimentConfig):
     finetune_lr_scale: float = 1.0
     eval_every: int = 100
     patience: int = 4
+    min_delta: float = 0.0
     val_tokens: int = 32768
     test_tokens: int = 131072
     pretrain_tokens: int | None = None
@@ -172,7 +174,8 @@ class TransferScalingConfig(ExperimentConfig):
 
         return LMSettings(batch_size=self.batch_size, context=self.context, max_steps=max_steps,
                           warmup_steps=self.warmup_steps, lr=self.lr, final_lr_fraction=self.final_lr_fraction,
-                          eval_every=self.eval_every, patience=self.patience, val_tokens=self.val_tokens)
+                          eval_every=self.eval_every, patience=self.patience, min_delta=self.min_delta,
+                          val_tokens=self.val_tokens)
 
 
 class TransferScalingExperiment(Experiment):

@@ -29,9 +29,13 @@ for step s = 1..S (the rate used by step s).
 Early stopping. The validation loss v_i (:func:`lm_loss` on the validation stream: about ``val_tokens``
 targets in windows spread evenly over it) is measured on the initial weights (step 0), every ``eval_every``
 steps and at ``max_steps``. An evaluation improves instance i when v_i is strictly below all its earlier
-ones; the weights of its best evaluation are kept (a snapshot), and instance i stops at the first
-evaluation ``patience`` evaluations after its best (the paper's "optimal early-stopping point" is the
-best one). Training ends when every instance stopped or at ``max_steps``; each instance then holds its
+ones; the weights of its best evaluation are kept (a snapshot). It *significantly* improves when v_i is below
+the loss of the instance's last significant improvement (at first: the initial loss) by more than
+``min_delta`` nats; instance i stops at the first evaluation ``patience`` evaluations after its last
+significant improvement (the paper's "optimal early-stopping point" is the best evaluation). With
+``min_delta = 0`` every improvement is significant: the instance stops ``patience`` evaluations after its best.
+A positive ``min_delta`` also stops a run on a plateau, whose loss still creeps down by less than
+``min_delta`` per ``patience`` evaluations. Training ends when every instance stopped or at ``max_steps``; each instance then holds its
 kept weights. A stopped instance keeps computing inside the batched tensors but nothing it computes
 after stopping is recorded. An instance that was still improving at ``max_steps`` is *not converged*
 (:attr:`LMResult.converged`), and is reported so.
@@ -76,7 +80,10 @@ class LMSettings:
         lr: peak learning rate; ``None``: :func:`kaplan_lr` of the model's N.
         final_lr_fraction: f in [0, 1], the learning rate at step S over the peak.
         eval_every: steps between validation evaluations.
-        patience: evaluations after the best one before an instance stops; ``None``: never stop early.
+        patience: evaluations after the last significant improvement before an instance stops; ``None``:
+            never stop early.
+        min_delta: nats by which a validation loss must beat the last significant one to reset the
+            patience count (module docstring); 0: every strict improvement does.
         val_tokens: validation targets used, a sample of windows spread over the whole stream
             (:func:`lm_loss`'s ``max_targets``); ``None``: every target.
     """
@@ -89,6 +96,7 @@ class LMSettings:
     final_lr_fraction: float = 0.1
     eval_every: int = 100
     patience: int | None = 5
+    min_delta: float = 0.0
     val_tokens: int | None = 65536
 
     def __post_init__(self) -> None:
@@ -100,6 +108,7 @@ class LMSettings:
         check_real(self.final_lr_fraction, "final_lr_fraction", low=0.0, high=1.0)
         check_int(self.eval_every, "eval_every", low=1)
         check_int(self.patience, "patience", low=1, optional=True)
+        check_real(self.min_delta, "min_delta", low=0.0)
         check_int(self.val_tokens, "val_tokens", low=1, optional=True)
 
 
@@ -120,7 +129,8 @@ class LMResult:
         best_val_loss: float64, validation loss (nats/token) of the kept weights.
         best_step: int64, the step of the kept weights (0: the initial weights were never beaten).
         stop_step: int64, the last step at which the instance was evaluated while active.
-        converged: bool, stopped by patience (its validation loss stopped improving); False when it was
+        converged: bool, stopped by patience (its validation loss stopped improving by more than
+            ``min_delta``); False when it was
             still improving at ``max_steps`` or ``patience`` is ``None``.
         train_loss: float64, mean minibatch loss (before each update) over the steps since the previous
             evaluation, at the instance's last active evaluation.
@@ -279,6 +289,7 @@ def fit_lm(
     history = [best_val.clone()]
     eval_steps = [0]
     best_step = torch.zeros(I, dtype=torch.int64, device=device)
+    anchor_val, anchor_step = best_val.clone(), torch.zeros(I, dtype=torch.int64, device=device)
     stop_step = torch.zeros(I, dtype=torch.int64, device=device)
     active = torch.ones(I, dtype=torch.bool, device=device)
     converged = torch.zeros(I, dtype=torch.bool, device=device)
@@ -324,10 +335,13 @@ def fit_lm(
         with torch.no_grad():
             for kept, p in zip(snapshot, params, strict=True):
                 kept[better] = p.detach()[better]
+        significant = active & (v < anchor_val - settings.min_delta)
+        anchor_val = torch.where(significant, v, anchor_val)
+        anchor_step = torch.where(significant, step, anchor_step)
         if settings.patience is not None:
-            evals_since_best = torch.tensor([sum(1 for s in eval_steps if s > b) for b in best_step.tolist()],
-                                            device=device)
-            stopping = active & (evals_since_best >= settings.patience)
+            evals_since = torch.tensor([sum(1 for s in eval_steps if s > b) for b in anchor_step.tolist()],
+                                       device=device)
+            stopping = active & (evals_since >= settings.patience)
             converged |= stopping
             active &= ~stopping
         if not bool(active.any()):
