@@ -181,11 +181,12 @@ SPECS: dict[str, dict[str, tuple[SpecRun, ...]]] = {
                                 SpecRun(f"transfer_scaling_{mode}.toml"))
                          for mode in ("quick", "full")},
     "transferability": {mode: (SpecRun(f"transferability_{mode}.toml"),
-                               SpecRun(f"transferability_{mode}.toml", {**_ZOO_PRETRAINED, **pretrained}, "-pretrained"),
+                               SpecRun(f"transferability_{mode}.toml", pretrained, "-pretrained"),
                                SpecRun(f"transferability_{mode}.toml", {**_ADVISE_PAIRS, "n": [n_advise]}, "-advise"))
                         for mode, pretrained, n_advise in (
-                            ("quick", {"n": [50], "protocol": ["scores", "linear_probe"]}, 150),
-                            ("full", {"lr": [1e-4], "max_steps": [80]}, 500))},
+                            ("quick", {"source": _ZOO_PRETRAINED["source"][:1], "n": [50],
+                                       "protocol": ["scores", "linear_probe"]}, 150),
+                            ("full", {**_ZOO_PRETRAINED, "lr": [1e-4], "max_steps": [60]}, 500))},
 }
 
 
