@@ -198,6 +198,7 @@ def reproduce_command(
     executor: str = typer.Option("process", help="serial | process | ray."),
     jobs: Optional[int] = typer.Option(None, min=1, help="Worker processes (default: CPU count)."),
     device: Optional[str] = typer.Option(None, help="fate only: where the simulations run, cpu | cuda | cuda:k."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Recompute cells stored as failed."),
 ) -> None:
     """Reproduce a paper's figures: run its sweeps, then write figures (PNG+SVG) and report.html."""
     from transferlab.cli.sweep_commands import _Progress
@@ -231,7 +232,7 @@ def reproduce_command(
             # the closed forms take milliseconds: a worker pool would only add its start-up
             serial = spec.params.get("mode") == "theory"
             summary = run_sweep(spec, store=store, executor="serial" if serial else executor, jobs=jobs,
-                                progress=progress)
+                                retry_failed=retry_failed, progress=progress)
         typer.echo(summary.line())
         failed += summary.failed_in_store
     reports = [write_store_report(store, html, figures_dir=out / "figures") for store, html in stores.items()]
