@@ -52,3 +52,25 @@ def test_reproduce_writes_specs_store_figures_and_report(tmp_path: Path, monkeyp
 
 def test_reproduce_unknown_paper_is_a_clear_error(tmp_path: Path) -> None:
     assert main(["reproduce", "nonesuch", "--out", str(tmp_path)]) == 2
+
+
+@pytest.mark.parametrize(("flag", "expected"), [([], False), (["--retry-failed"], True)])
+def test_reproduce_passes_retry_failed_to_the_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    flag: list[str], expected: bool) -> None:
+    # what retrying does is the sweep engine's (tests/engine); here: the flag reaches the sweep. The spy stops
+    # the command there with a usage error, so no simulation or figure is made
+    import transferlab.sweep as sweep
+    from transferlab.errors import ConfigError
+
+    (tmp_path / "fate_quick.toml").write_text(TINY_SIM, encoding="utf-8")
+    monkeypatch.setattr(reproduce, "SPEC_DIR", tmp_path)
+    monkeypatch.setitem(reproduce.SPECS, "fate", {"quick": (reproduce.SpecRun("fate_quick.toml"),)})
+    seen: list[bool] = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["retry_failed"])
+        raise ConfigError("stopped by the test")
+
+    monkeypatch.setattr(sweep, "run_sweep", spy)
+    assert main(["reproduce", "fate", "--quick", "--out", str(tmp_path / "out"), "--executor", "serial", *flag]) == 2
+    assert seen == [expected]
