@@ -335,6 +335,7 @@ def usable_size(data_name: str, labels: str, size: int) -> int:
     return lo * K
 
 
+@functools.lru_cache(maxsize=32)
 def _source_shape(name: str) -> tuple[int, ...]:
     from transferlab.tasks import load_dataset
 
@@ -495,7 +496,8 @@ def _advise_row(cell: Cell, cfg: TransferabilityConfig) -> dict[str, Any]:
     advice = advise(zoo.transfer_source, target, target_size=cfg.n, seed=cell.seed, seeds=cfg.advise_seeds,
                     n_sizes=3, target_labels=labels, architecture=zoo.kind if zoo.kind != "pretrained" else "cnn",
                     source_size=cfg.source_size if zoo.kind == "pretrained"
-                    else usable_size(zoo.data, zoo.labels, cfg.source_size), lr=cfg.lr, test_size=cfg.test_size or 1000, steps=cfg.advise_steps)
+                    else usable_size(zoo.data, zoo.labels, cfg.source_size),
+                    lr=cfg.lr, test_size=cfg.test_size or 1000, steps=cfg.advise_steps)
     return {"n_blocks": advice.n_blocks, "advise_n": advice.target_size, "k_star": advice.k_star,
             "k_star_set": advice.k_star_set, "decision": advice.decision, "gain": advice.gain,
             "gain_ci": list(advice.gain_ci), "converged": advice.sweep["unconverged_runs"] == 0,

@@ -29,14 +29,14 @@ for step s = 1..S (the rate used by step s).
 Early stopping. The validation loss v_i (:func:`lm_loss` on the validation stream: about ``val_tokens``
 targets in windows spread evenly over it) is measured on the initial weights (step 0), every ``eval_every``
 steps and at ``max_steps``. An evaluation improves instance i when v_i is strictly below all its earlier
-ones; the weights of its best evaluation are kept (a snapshot). It *significantly* improves when v_i is below
-the loss of the instance's last significant improvement (at first: the initial loss) by more than
+ones; the weights of its best evaluation are kept (a snapshot). It *significantly* improves when v_i is
+below the loss of the instance's last significant improvement (at first: the initial loss) by more than
 ``min_delta`` nats; instance i stops at the first evaluation ``patience`` evaluations after its last
 significant improvement (the paper's "optimal early-stopping point" is the best evaluation). With
-``min_delta = 0`` every improvement is significant: the instance stops ``patience`` evaluations after its best.
-A positive ``min_delta`` also stops a run on a plateau, whose loss still creeps down by less than
-``min_delta`` per ``patience`` evaluations. Training ends when every instance stopped or at ``max_steps``; each instance then holds its
-kept weights. A stopped instance keeps computing inside the batched tensors but nothing it computes
+``min_delta = 0`` every improvement is significant: the instance stops ``patience`` evaluations after its
+best. A positive ``min_delta`` also stops a run on a plateau, whose loss still creeps down by less than
+``min_delta`` per ``patience`` evaluations. Training ends when every instance stopped or at ``max_steps``;
+each instance then holds its kept weights. A stopped instance keeps computing inside the batched tensors but nothing it computes
 after stopping is recorded. An instance that was still improving at ``max_steps`` is *not converged*
 (:attr:`LMResult.converged`), and is reported so.
 
