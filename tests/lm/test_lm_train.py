@@ -108,8 +108,9 @@ def _reference_stop(history: list[float], eval_steps: tuple[int, ...], patience:
 @pytest.mark.parametrize("min_delta", [0.0, 0.05])
 def test_min_delta_stops_on_a_plateau_by_the_stated_rule(min_delta: float) -> None:
     # a held-out loss that keeps creeping down: without min_delta the run goes on; with it, it stops once the
-    # gains per 3 evaluations fall under 0.05 nats (they are ~0.01 per evaluation by step 200). Either way the stop step is the reference rule's, and the
-    # kept weights are the strictly best evaluation (not the last significant one)
+    # gains per 3 evaluations fall under 0.05 nats (they are ~0.01 per evaluation by step 200). Either way the
+    # stop step is the reference rule's, and the kept weights are the strictly best evaluation (not the last
+    # significant one)
     net = transformer("xs", context=32, generator=_gen(4))
     settings = LMSettings(batch_size=16, max_steps=300, warmup_steps=20, lr=3e-3, eval_every=10, patience=3,
                           min_delta=min_delta)

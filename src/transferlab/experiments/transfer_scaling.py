@@ -25,7 +25,8 @@ lr(N) of Kaplan et al. 2020 unless ``lr`` is given; validation every ``eval_ever
 ``val_tokens`` targets spread over the validation split; stop ``patience`` evaluations after the last
 improvement by more than ``min_delta`` nats, so a run on a plateau stops too; the best weights kept). The
 analysed loss is the *test* loss of the kept weights (``test_tokens`` targets spread over the Python test
-split), so the early-stopping choice and the measurement use different files. A run still improving at its last step is recorded as not converged.
+split), so the early-stopping choice and the measurement use different files. A run still improving at its
+last step is recorded as not converged.
 
 Randomness: the initial weights of a scratch model come from a generator seeded by (spec seed,
 replicate, size, context, instances) only, so the scratch runs of one size differ in their data, not

@@ -36,8 +36,8 @@ significant improvement (the paper's "optimal early-stopping point" is the best 
 ``min_delta = 0`` every improvement is significant: the instance stops ``patience`` evaluations after its
 best. A positive ``min_delta`` also stops a run on a plateau, whose loss still creeps down by less than
 ``min_delta`` per ``patience`` evaluations. Training ends when every instance stopped or at ``max_steps``;
-each instance then holds its kept weights. A stopped instance keeps computing inside the batched tensors but nothing it computes
-after stopping is recorded. An instance that was still improving at ``max_steps`` is *not converged*
+each instance then holds its kept weights. A stopped instance keeps computing inside the batched tensors
+but nothing it computes after stopping is recorded. An instance that was still improving at ``max_steps`` is *not converged*
 (:attr:`LMResult.converged`), and is reported so.
 
 Divergence: a non-finite training loss of an active instance (checked at every evaluation) or a
