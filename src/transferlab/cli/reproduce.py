@@ -118,8 +118,9 @@ _REAL = {
 #: the transfer-scaling pretraining sweep: English pretraining once per size, before the runs that load it
 _PRETRAIN = {"regime": ["pretrain"], "data_size": None}
 
-#: the transferability zoo's pretrained networks, and the advisor validation's held-out pairs (their measured sweep
-#: is the main grid's, whose cells the variant finds done; it adds scratch and advise)
+#: the transferability zoo's pretrained networks (the quick run: MobileNetV2 alone), and the advisor validation's
+#: held-out pairs (their measured sweep is the main grid's, whose cells the variant finds done; it adds scratch and
+#: advise; the quick run: the two pairs into Fashion-MNIST 5-9)
 _ZOO_PRETRAINED = {"source": ["pretrained:mobilenet_v2", "pretrained:efficientnet_lite0"]}
 _ADVISE_PAIRS = {"source": ["cnn:mnist[0,1,2,3,4]", "mlp:animal_mnist[0,1,2,3,4]"],
                  "target": ["fashion_mnist[5,6,7,8,9]", "animal_mnist[5,6,7,8,9]"],
@@ -182,11 +183,12 @@ SPECS: dict[str, dict[str, tuple[SpecRun, ...]]] = {
                          for mode in ("quick", "full")},
     "transferability": {mode: (SpecRun(f"transferability_{mode}.toml"),
                                SpecRun(f"transferability_{mode}.toml", pretrained, "-pretrained"),
-                               SpecRun(f"transferability_{mode}.toml", {**_ADVISE_PAIRS, "n": [n_advise]}, "-advise"))
-                        for mode, pretrained, n_advise in (
+                               SpecRun(f"transferability_{mode}.toml", {**_ADVISE_PAIRS, **advise}, "-advise"))
+                        for mode, pretrained, advise in (
                             ("quick", {"source": _ZOO_PRETRAINED["source"][:1], "n": [50],
-                                       "protocol": ["scores", "linear_probe"]}, 150),
-                            ("full", {**_ZOO_PRETRAINED, "lr": [1e-4], "max_steps": [60]}, 500))},
+                                       "protocol": ["scores", "linear_probe"]},
+                             {"n": [150], "target": _ADVISE_PAIRS["target"][:1]}),
+                            ("full", {**_ZOO_PRETRAINED, "lr": [1e-4], "max_steps": [60]}, {"n": [500]}))},
 }
 
 
