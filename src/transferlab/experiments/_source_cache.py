@@ -4,12 +4,15 @@ A network that many cells need (a trained source, a target-scratch reference) is
 the SHA-256 of the JSON of everything that determines it (:func:`digest`), and stored under
 :func:`source_cache_dir` as ``<digest>.pt`` (a one-instance ``state_dict``, loaded weights-only) with
 ``<digest>.json`` (facts about it: accuracies, stopping epoch, ...). Files are written under a temporary
-name and renamed into place, so a concurrent run sees no file or the whole file; two workers that miss
-at once both train the same (deterministic) network and the second rename is harmless.
+name and renamed into place, so a concurrent run sees no file or the whole file. A miss takes an exclusive
+lock on ``<digest>.lock`` (``fcntl.flock``, released when the holder's file is closed, also when it dies)
+and looks again before training, so two workers that miss at once train the network once: the second waits
+and then loads the first one's files.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -52,16 +55,25 @@ def load_or_train(key: str, train: Callable[[], Trained], *, memory: dict[str, T
         return memory[key]
     path = source_cache_dir() / f"{key}.pt"
     meta_path = path.with_suffix(".json")
-    if path.exists() and meta_path.exists():
-        loaded = torch.load(path, weights_only=True, map_location="cpu"), json.loads(meta_path.read_text())
-    else:
-        loaded = train()
+
+    def stored() -> Trained | None:
+        if path.exists() and meta_path.exists():
+            return torch.load(path, weights_only=True, map_location="cpu"), json.loads(meta_path.read_text())
+        return None
+
+    loaded = stored()
+    if loaded is None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        for target, write in ((path, lambda p: torch.save(loaded[0], p)),
-                              (meta_path, lambda p: p.write_text(json.dumps(loaded[1], indent=1)))):
-            tmp = target.with_suffix(target.suffix + f".{os.getpid()}.tmp")
-            write(tmp)
-            os.replace(tmp, target)  # atomic: a concurrent run sees no file or the whole file
+        with open(path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another process training this network: wait for its files
+            loaded = stored()
+            if loaded is None:
+                loaded = train()
+                for target, write in ((path, lambda p: torch.save(loaded[0], p)),
+                                      (meta_path, lambda p: p.write_text(json.dumps(loaded[1], indent=1)))):
+                    tmp = target.with_suffix(target.suffix + f".{os.getpid()}.tmp")
+                    write(tmp)
+                    os.replace(tmp, target)  # atomic: a reader without the lock sees no file or the whole file
     if memory is not None:
         while len(memory) >= max(1, keep):
             memory.pop(next(iter(memory)))
