@@ -37,7 +37,8 @@ significant improvement (the paper's "optimal early-stopping point" is the best 
 best. A positive ``min_delta`` also stops a run on a plateau, whose loss still creeps down by less than
 ``min_delta`` per ``patience`` evaluations. Training ends when every instance stopped or at ``max_steps``;
 each instance then holds its kept weights. A stopped instance keeps computing inside the batched tensors
-but nothing it computes after stopping is recorded. An instance that was still improving at ``max_steps`` is *not converged*
+but nothing it computes after stopping is recorded. An instance that had not stopped by ``max_steps`` (its
+last significant improvement less than ``patience`` evaluations back) is *not converged*
 (:attr:`LMResult.converged`), and is reported so.
 
 Divergence: a non-finite training loss of an active instance (checked at every evaluation) or a
@@ -130,8 +131,7 @@ class LMResult:
         best_step: int64, the step of the kept weights (0: the initial weights were never beaten).
         stop_step: int64, the last step at which the instance was evaluated while active.
         converged: bool, stopped by patience (its validation loss stopped improving by more than
-            ``min_delta``); False when it was
-            still improving at ``max_steps`` or ``patience`` is ``None``.
+            ``min_delta``); False when it had not stopped by ``max_steps`` or ``patience`` is ``None``.
         train_loss: float64, mean minibatch loss (before each update) over the steps since the previous
             evaluation, at the instance's last active evaluation.
         eval_steps: the steps of the evaluations, starting with 0.
