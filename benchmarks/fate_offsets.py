@@ -20,11 +20,11 @@ and prints the pooled means over the README's grid (every ``--theta-step``-th an
 depend on theta). ``--tol`` and ``--lr`` (a fixed step size instead of the automatic 0.2 / lambda_max)
 show the bias vanish as the cause is removed: it scales like sqrt(tol) near gamma = 1 (the stopping
 rule) and like the step size in fine-tuning at gamma < 1 (discrete steps break the conserved
-balancedness). Two candidate fixes of the simulation are emulated without changing transferlab:
-``--tol-rule distance`` stops at excess <= tol * lambda_min (the smallest nonzero eigenvalue of
-X^T X / n, smallest over the cell's instances), which bounds ||beta - beta*||^2 <= tol in the row space
-whatever the conditioning; ``--ft-warmup K`` runs the first K fine-tuning steps at a tenth of the
-automatic step size (the balancedness drift comes from the large gradients of the early transient).
+balancedness). The two opt-in fixes of the simulation (``transferlab.train.GDSettings``):
+``--tol-rule distance`` (``stop_rule="distance"``) stops at excess <= tol * lambda_min (the smallest
+nonzero eigenvalue of the instance's X^T X / n), which bounds ||beta - beta*||^2 <= tol in the row space
+whatever the conditioning; ``--ft-warmup K`` (``warmup_steps=K``) runs the first K fine-tuning steps at a
+tenth of the step size (the balancedness drift comes from the large gradients of the early transient).
 
 Run (a few minutes; other agents share the cores):
     nice -n 10 .venv/bin/python benchmarks/fate_offsets.py                      # README settings
@@ -34,6 +34,7 @@ Run (a few minutes; other agents share the cores):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 
 import numpy as np
@@ -43,7 +44,7 @@ from transferlab.nets import DeepLinear
 from transferlab.protocols import finetune, pretrain, scratch, teacher_risk
 from transferlab.tasks import linear_regression_data, teacher_pair
 from transferlab.theory import fate
-from transferlab.train import GDSettings, LeastSquaresObjective
+from transferlab.train import GDSettings
 
 
 def limit_finetune(beta0: torch.Tensor, X: torch.Tensor, beta_sc: torch.Tensor, pinv: torch.Tensor) -> torch.Tensor:
@@ -61,24 +62,15 @@ def limit_finetune(beta0: torch.Tensor, X: torch.Tensor, beta_sc: torch.Tensor, 
 def paired_cell(d: int, n: int, sigma: float, theta: float, instances: int, seed: int, settings: GDSettings,
                 tol_rule: str = "loss", ft_warmup: int = 0, init_scale: float = 1e-3) -> dict[str, np.ndarray]:
     """Risks of GD and of its limits on the same data for one cell; arrays of shape (instances,).
-    ``tol_rule`` and ``ft_warmup``: the emulated fixes of the module docstring."""
+    ``tol_rule`` and ``ft_warmup``: the fixes of the module docstring."""
     g = torch.Generator().manual_seed(seed)
     pair = teacher_pair(d, theta, g)
     init = DeepLinear(d, 2, 1, init_scale=init_scale, generator=g)
     X, y = linear_regression_data(pair.beta_t, n, sigma, g, instances)
     source, _ = pretrain(init, beta_s=pair.beta_s[None], settings=settings)
-    objective = LeastSquaresObjective.empirical(X, y)
-    target = settings
-    if tol_rule == "distance":
-        eig = objective.eigenvalues.to(torch.float64)
-        lam_min = float(torch.where(eig > 0, eig, torch.inf).min())
-        target = GDSettings(lr=settings.lr, max_steps=settings.max_steps, tol=settings.tol * lam_min)
+    target = dataclasses.replace(settings, stop_rule="distance" if tol_rule == "distance" else "excess")
     net_sc, _ = scratch(init.repeat_instances(instances), X, y, target)
-    start = source.repeat_instances(instances)
-    if ft_warmup:
-        lr = settings.lr or float((0.2 / objective.curvature).mean())
-        start, _ = finetune(start, X, y, GDSettings(lr=lr / 10, max_steps=ft_warmup, tol=target.tol))
-    net_ft, _ = finetune(start, X, y, target)
+    net_ft, _ = finetune(source.repeat_instances(instances), X, y, dataclasses.replace(target, warmup_steps=ft_warmup))
     pinv = torch.linalg.pinv(X)
     beta_sc = (pinv @ y[..., None])[..., 0]
     risk = {

@@ -8,7 +8,11 @@ is in the batch. The update is plain GD with torch-SGD-style weight decay,
 
 and instance i stops (its weights freeze) at the first step where the excess loss
 L_i - min L_i <= tol (the paper's "train loss <= least-squares minimum + tol"), or after
-``max_steps`` updates.
+``max_steps`` updates. Two opt-in changes bring GD closer to the gradient flow the theory describes
+(``GDSettings.stop_rule`` and ``warmup_steps``; measured in benchmarks/fate_offsets.py): stop at
+L_i - min L_i <= tol * lambda_min,i instead, which bounds the squared distance to the minimiser in
+the loss's directions by tol whatever the conditioning, and run the first steps at a fraction of the
+step size.
 
 Two gradient paths compute the same dL/dW_l:
 
@@ -75,6 +79,16 @@ class GDSettings:
             leaves a margin of ~2.5 for unit-norm teachers at L = 2 and still converges at L <= 4.
         max_steps: most updates per instance.
         tol: stop an instance once L - min L <= tol (>= 0; 0 never stops early in practice).
+        stop_rule: ``"excess"`` (default, the paper's rule above) or ``"distance"``: stop once
+            L - min L <= tol * lambda_min, with lambda_min the smallest nonzero eigenvalue of the
+            instance's A = X^T X / n (1 for the population loss); since L - min L >=
+            lambda_min ||Q beta - b*||^2 this guarantees ||Q beta - b*||^2 <= tol. The excess rule
+            leaves the slow directions of an ill-conditioned A (n near d) unconverged.
+        warmup_steps: the first ``warmup_steps`` updates use ``warmup_factor * lr`` (default 0: none).
+            Fine-tuning a pretrained net starts with large gradients, and discrete steps in that
+            transient break the balancedness gradient flow conserves; smaller early steps cut that
+            bias in proportion to the step.
+        warmup_factor: the step-size multiplier of the warm-up, in (0, 1].
         weight_decay: wd >= 0, added as wd * W_l to every layer's gradient.
         gradient: ``"end_to_end"`` (fast, exact) or ``"autograd"`` (reference).
         check_every: steps between the (synchronising) divergence and all-stopped checks; for the
@@ -87,6 +101,9 @@ class GDSettings:
     lr: float | None = None
     max_steps: int = 20_000
     tol: float = 1e-6
+    stop_rule: Literal["excess", "distance"] = "excess"
+    warmup_steps: int = 0
+    warmup_factor: float = 0.1
     weight_decay: float = 0.0
     gradient: Literal["end_to_end", "autograd"] = "end_to_end"
     check_every: int = 50
@@ -97,6 +114,9 @@ class GDSettings:
         check_int(self.max_steps, "max_steps", low=0)
         check_int(self.check_every, "check_every", low=1)
         check_real(self.tol, "tol", low=0.0)
+        check_choice(self.stop_rule, "stop_rule", ("excess", "distance"))
+        check_int(self.warmup_steps, "warmup_steps", low=0)
+        check_real(self.warmup_factor, "warmup_factor", low=0.0, high=1.0, low_open=True)
         check_real(self.weight_decay, "weight_decay", low=0.0)
         check_choice(self.gradient, "gradient", ("end_to_end", "autograd"))
         if not isinstance(self.fused, bool):
@@ -109,7 +129,7 @@ class GDResult:
 
     Attributes:
         steps: number of updates applied.
-        converged: whether the stopping rule L - min L <= tol was met.
+        converged: whether the stopping rule (L - min L <= tol, or <= tol * lambda_min) was met.
         excess: final excess loss L - min L (float64).
         lr: the step size used (float64).
     """
@@ -264,6 +284,9 @@ def train_gd(
     else:
         lr = torch.full((net.instances,), settings.lr, dtype=torch.float64, device=device)
     lr_work = lr.to(net.dtype)
+    threshold = torch.full((net.instances,), settings.tol, dtype=torch.float64, device=device)
+    if settings.stop_rule == "distance":
+        threshold = threshold * objective.smallest_curvature.to(device)
     with torch.no_grad():
         stepper: _Stepper
         if settings.gradient == "end_to_end":
@@ -279,24 +302,24 @@ def train_gd(
             _check_divergence(values, limit, lr, step_scale, start_p, step)
 
         if settings.fused and isinstance(stepper, _EndToEndStepper) and net.layers == 2:
-            steps = _train_two_layer_fused(stepper, lr_work, settings, check)
+            steps = _train_two_layer_fused(stepper, lr_work, threshold, settings, check)
         else:
             active = torch.ones(net.instances, dtype=torch.bool, device=device)
             steps = torch.zeros(net.instances, dtype=torch.int64, device=device)
             for step in range(settings.max_steps):
                 if step:
                     excess = stepper.evaluate()
-                active &= excess > settings.tol
+                active &= excess > threshold.to(excess.dtype)  # compared in the working dtype, like a scalar tol
                 if step % settings.check_every == 0:
                     check(excess, step)
                     if not bool(active.any()):
                         break
                 steps += active
-                stepper.apply(lr_work * active)
+                stepper.apply(lr_work * active * _step_scale(settings, step, 1, net.dtype, device))
         excess = stepper.evaluate().to(torch.float64)
         check(excess, int(steps.max()))
         stepper.finish()
-    converged = excess <= settings.tol
+    converged = excess <= threshold
     if not bool(converged.all()) and settings.tol > 0:
         logger.debug("GD: %d of %d instances did not reach excess <= %g in %d steps",
                      int((~converged).sum()), net.instances, settings.tol, settings.max_steps)
@@ -386,12 +409,21 @@ def _steps_kernel(M: torch.Tensor, weight_decay: float) -> Callable[..., None]:
     return _two_layer_steps
 
 
-def _train_two_layer_fused(stepper: _EndToEndStepper, lr: torch.Tensor, settings: GDSettings,
-                           check: Callable[[torch.Tensor, int], None]) -> torch.Tensor:
+def _step_scale(settings: GDSettings, start: int, length: int, dtype: torch.dtype,
+                device: torch.device) -> torch.Tensor:
+    """The step-size multipliers of steps ``start`` .. ``start + length - 1``, (length,): the warm-up's
+    ``warmup_factor`` before step ``warmup_steps``, 1 after."""
+    index = torch.arange(start, start + length, device=device)
+    return torch.where(index < settings.warmup_steps, settings.warmup_factor, 1.0).to(dtype)
+
+
+def _train_two_layer_fused(stepper: _EndToEndStepper, lr: torch.Tensor, threshold: torch.Tensor,
+                           settings: GDSettings, check: Callable[[torch.Tensor, int], None]) -> torch.Tensor:
     """The fused GD loop of an L = 2 ``stepper`` (module docstring); returns the steps per instance.
 
     Blocks of ``check_every`` steps run unmasked (:func:`_steps_kernel`) from a saved state. An
-    instance still training whose recorded excess first satisfies excess <= tol at block step j is
+    instance still training whose recorded excess first satisfies excess <= ``threshold`` (its tol, or
+    tol * lambda_min) at block step j is
     restored to the block's start and replays exactly j steps alone; the step-by-step loop stops it
     at that same step. Divergence is checked on every recorded step, up to each instance's stop.
     Once at most half of the working set still trains, the stopped instances are written back and
@@ -402,17 +434,20 @@ def _train_two_layer_fused(stepper: _EndToEndStepper, lr: torch.Tensor, settings
     instances, device = M_all.shape[0], M_all.device
     steps = torch.zeros(instances, dtype=torch.int64, device=device)
     rows = torch.arange(instances, device=device)  # the working set, as indices into all instances
-    M, w, work, lr_rows = M_all, w_all, objective, lr  # at first the working set is everything, in place
+    # at first the working set is everything, in place; every instance in it has run `done` steps
+    threshold = threshold.to(M_all.dtype)  # compared in the working dtype, like a scalar tol
+    M, w, work, lr_rows, stop_at = M_all, w_all, objective, lr, threshold
     active = torch.ones(instances, dtype=torch.bool, device=device)  # over the working set
     kernel = _steps_kernel(M_all, wd)
     done = 0
     while done < settings.max_steps:
         block = min(settings.check_every, settings.max_steps - done)
-        eta2 = (2.0 * lr_rows * active).expand(block, rows.numel())
+        scale = _step_scale(settings, done, block, M.dtype, device)
+        eta2 = (2.0 * lr_rows * active) * scale[:, None]
         saved = M.clone(), w.clone()
         recorded = torch.empty(block, rows.numel(), dtype=M.dtype, device=device)
         kernel(M, w, work, eta2, recorded, wd)
-        hit = (recorded <= settings.tol) & active  # (block, working set)
+        hit = (recorded <= stop_at) & active  # (block, working set)
         first = (hit.cumsum(0) == 0).sum(0)  # steps before the first hit (block if none) = steps applied
         live = (torch.arange(block, device=device)[:, None] <= first) & active  # an instance's own steps
         worst = torch.zeros(instances, dtype=torch.float64, device=device)
@@ -421,10 +456,13 @@ def _train_two_layer_fused(stepper: _EndToEndStepper, lr: torch.Tensor, settings
         applied = torch.where(active, first, 0)
         stopping = torch.nonzero(hit.any(0))[:, 0]
         if stopping.numel():
-            _replay(M, w, saved, stopping, first[stopping], work, lr_rows, wd, kernel)
+            _replay(M, w, saved, stopping, first[stopping], work, lr_rows, scale, wd, kernel)
             active[stopping] = False
         if wd:
-            stepper.null_scale[rows] *= (1.0 - wd * lr_rows).pow(applied)
+            shrink = (1.0 - wd * lr_rows * scale[:, None]).cumprod(0)  # (block, working set): after step j
+            last = (applied - 1).clamp(min=0)
+            own = shrink[last, torch.arange(rows.numel(), device=device)]
+            stepper.null_scale[rows] *= torch.where(applied > 0, own, 1.0)
         steps[rows] += applied
         done += block
         still = int(active.sum())
@@ -436,6 +474,7 @@ def _train_two_layer_fused(stepper: _EndToEndStepper, lr: torch.Tensor, settings
             keep = torch.nonzero(active)[:, 0]
             rows = rows[keep]
             M, w, work, lr_rows = M_all[rows], w_all[rows], _subset(objective, rows), lr[rows]
+            stop_at = threshold[rows]
             active = torch.ones(rows.numel(), dtype=torch.bool, device=device)
     if M is not M_all:
         M_all[rows], w_all[rows] = M, w
@@ -450,13 +489,14 @@ def _subset(objective: LeastSquaresObjective, rows: torch.Tensor) -> LeastSquare
 
 
 def _replay(M: torch.Tensor, w: torch.Tensor, saved: tuple[torch.Tensor, torch.Tensor], rows: torch.Tensor,
-            count: torch.Tensor, objective: LeastSquaresObjective, lr: torch.Tensor, weight_decay: float,
-            kernel: Callable[..., None]) -> None:
-    """Rewind instances ``rows`` of (M, w) to ``saved`` and run ``count[i]`` steps for row i."""
+            count: torch.Tensor, objective: LeastSquaresObjective, lr: torch.Tensor, scale: torch.Tensor,
+            weight_decay: float, kernel: Callable[..., None]) -> None:
+    """Rewind instances ``rows`` of (M, w) to ``saved`` and run ``count[i]`` steps for row i, step j of
+    the block at step size ``scale[j] * lr``."""
     sub_M, sub_w = saved[0][rows], saved[1][rows]
     length = int(count.max())
     if length:
-        eta2 = 2.0 * lr[rows] * (torch.arange(length, device=count.device)[:, None] < count)
+        eta2 = 2.0 * lr[rows] * (torch.arange(length, device=count.device)[:, None] < count) * scale[:length, None]
         scratch = torch.empty(length, rows.numel(), dtype=M.dtype, device=M.device)
         kernel(sub_M, sub_w, _subset(objective, rows), eta2.to(M.dtype), scratch, weight_decay)
     M[rows] = sub_M

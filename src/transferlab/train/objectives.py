@@ -127,6 +127,17 @@ class LeastSquaresObjective:
         """lambda_max per instance, (instances,), float64; the Hessian of L in beta is 2 A."""
         return self.eigenvalues.max(-1).values.to(torch.float64)
 
+    @property
+    def smallest_curvature(self) -> torch.Tensor:
+        """The smallest nonzero lambda per instance, (instances,), float64 (inf where every lambda is 0).
+
+        Since L - min L = sum_k lambda_k delta_k^2 >= lambda_min ||delta||^2 with delta = Q beta - b*,
+        an excess loss <= tol * lambda_min bounds the distance to the minimiser in the loss's
+        directions: ||delta||^2 <= tol.
+        """
+        lam = self.eigenvalues.to(torch.float64)
+        return torch.where(lam > 0, lam, torch.inf).min(-1).values
+
     def excess_and_gradient(self, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Excess L - min L, (instances,), and dL/dcoords = 2 lambda (coords - b*), (instances, r).
 
