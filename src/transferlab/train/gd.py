@@ -315,7 +315,8 @@ def train_gd(
                     if not bool(active.any()):
                         break
                 steps += active
-                stepper.apply(lr_work * active * _step_scale(settings, step, 1, net.dtype, device))
+                warm = settings.warmup_factor if step < settings.warmup_steps else 1.0
+                stepper.apply(lr_work * active * warm)
         excess = stepper.evaluate().to(torch.float64)
         check(excess, int(steps.max()))
         stepper.finish()
@@ -413,8 +414,9 @@ def _step_scale(settings: GDSettings, start: int, length: int, dtype: torch.dtyp
                 device: torch.device) -> torch.Tensor:
     """The step-size multipliers of steps ``start`` .. ``start + length - 1``, (length,): the warm-up's
     ``warmup_factor`` before step ``warmup_steps``, 1 after."""
-    index = torch.arange(start, start + length, device=device)
-    return torch.where(index < settings.warmup_steps, settings.warmup_factor, 1.0).to(dtype)
+    scale = torch.ones(length, dtype=dtype, device=device)
+    scale[: max(0, min(length, settings.warmup_steps - start))] = settings.warmup_factor
+    return scale
 
 
 def _train_two_layer_fused(stepper: _EndToEndStepper, lr: torch.Tensor, threshold: torch.Tensor,
