@@ -58,6 +58,12 @@ def test_tiny_grid_end_to_end(tmp_path: Path) -> None:
     fit = s["fit"]
     assert fit["n"] == [8, 16, 32] and fit["b"] > 0 and fit["b_low"] <= fit["b"] <= fit["b_high"]
     assert np.all(np.diff(fit["mean"]) < 0)
+    # the scratch table's local exponents: between each n and the previous one, from the same means; none first
+    local = {r["n"]: r.get("local_b") for r in s["scratch_table"]}
+    means = dict(zip(fit["n"], fit["mean"], strict=True))
+    assert local[8] is None
+    for lo, hi in ((8, 16), (16, 32)):
+        assert local[hi] == pytest.approx(-np.log(means[hi] / means[lo]) / np.log(hi / lo), rel=1e-12)
     # floors: zero at mu = 0 (source = target), positive at mu = 0.5; boundary only where the floor is positive
     k0, k5 = s["kernel"]
     assert k0["floor"] == pytest.approx(0.0, abs=1e-12) and k0["n_star"] is None

@@ -83,6 +83,20 @@ def test_power_law_fit_exact_and_interval_covers_the_truth() -> None:
     assert covered >= 30
 
 
+def test_local_exponents_of_the_power_law_fit() -> None:
+    """A pure power law has one local exponent everywhere; a curve that bends from n^-0.5 to n^-1.2
+    (R = n^-0.5 up to n = 40, then continued as n^-1.2) has the two, by hand, in increasing n whatever
+    the input order."""
+    n = [10, 20, 40, 80, 160]
+    pure = fit_power_law(n, [[0.7 * v**-1.3] for v in n])
+    np.testing.assert_allclose(pure["local_b"], [1.3] * 4, rtol=1e-12)
+    bent = {v: v**-0.5 if v <= 40 else 40**-0.5 * (v / 40) ** -1.2 for v in n}
+    shuffled = [80, 10, 160, 40, 20]
+    fit = fit_power_law(shuffled, [[bent[v]] for v in shuffled])
+    np.testing.assert_allclose(fit["local_b"], [0.5, 0.5, 1.2, 1.2], rtol=1e-12)
+    assert 0.5 < fit["b"] < 1.2  # the single fit averages the two regimes
+
+
 @pytest.mark.parametrize(("n", "samples"), [([10], [[1.0]]), ([10, 10], [[1.0], [0.5]]), ([10, 20], [[1.0], []]),
                                             ([10, 20], [[1.0], [0.0]])])
 def test_power_law_fit_rejects_bad_input(n: list[int], samples: list[list[float]]) -> None:

@@ -595,8 +595,10 @@ def fit_power_law(n: Sequence[int], samples: Sequence[Sequence[float]], *, resam
         seed: seed of the bootstrap generator.
 
     Returns:
-        ``{"A", "b", "b_low", "b_high", "A_low", "A_high", "n", "mean"}``: the fit to the means and the
-        2.5% / 97.5% percentiles of the bootstrap fits (95% interval).
+        ``{"A", "b", "b_low", "b_high", "A_low", "A_high", "n", "mean", "local_b"}``: the fit to the means,
+        the 2.5% / 97.5% percentiles of the bootstrap fits (95% interval), and the local exponents
+        ``-(log R_{k+1} - log R_k) / (log n_{k+1} - log n_k)`` between consecutive sizes in increasing
+        order, ``(N - 1,)``: a single b describes the curve only where these agree.
 
     Raises:
         DataError: fewer than two sizes, an empty sample, or a non-positive mean (no logarithm).
@@ -620,10 +622,13 @@ def fit_power_law(n: Sequence[int], samples: Sequence[Sequence[float]], *, resam
         return -slope, np.exp(logy.mean(axis=-1) - slope * np.log(sizes).mean())
 
     b, A = slope_intercept(np.log(means))
+    order = np.argsort(sizes)
+    local_b = -np.diff(np.log(means[order])) / np.diff(np.log(sizes[order]))
     b_boot, A_boot = slope_intercept(np.log(np.maximum(boot, np.finfo(float).tiny)))
     return {"A": float(A), "b": float(b), "b_low": float(np.quantile(b_boot, 0.025)),
             "b_high": float(np.quantile(b_boot, 0.975)), "A_low": float(np.quantile(A_boot, 0.025)),
-            "A_high": float(np.quantile(A_boot, 0.975)), "n": [int(v) for v in sizes], "mean": means.tolist()}
+            "A_high": float(np.quantile(A_boot, 0.975)), "n": [int(v) for v in sizes], "mean": means.tolist(),
+            "local_b": local_b.tolist()}
 
 
 def _per_instance(rows: list[dict[str, Any]], field: str) -> dict[tuple[int, int], float]:
@@ -652,10 +657,14 @@ def _analyze_setting(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for n, values in sc.items():
         mean, se = _stats(list(values.values())) if values else (None, None)
         scratch_table.append({"n": n, "risk_scratch": mean, "se": se, "instances": len(values)})
-    usable = [(n, list(v.values())) for n, v in sc.items() if v]
+    usable = [(n, list(v.values())) for n, v in sorted(sc.items()) if v]
     fit = None
     if len(usable) >= 2:
         fit = fit_power_law([n for n, _ in usable], [v for _, v in usable])
+        local = dict(zip([n for n, _ in usable[1:]], fit["local_b"], strict=True))
+        for row in scratch_table:  # the exponent between this n and the previous usable one (blank for the first)
+            if row["n"] in local:
+                row["local_b"] = local[row["n"]]
     # floors and kernels: one value per (replicate, instance) and mu (the same in every n of that mu)
     kernel = []
     for (mu,), group in sorted(ResultTable(transfer_rows).group_by("mu").items()):
