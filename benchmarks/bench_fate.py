@@ -23,7 +23,8 @@ draws) is timed too. Target: >= 20x over the sequential loop.
 ``--authors`` times instead the authors' own cells (issue 12, section 3; github.com/javantahir/features_are_fate,
 ``phase_diagram.sh``): d = 100, L = 2, 10 instances, theta = pi/4, sigma = 0.2, n in {50, 100, 150},
 population pretraining, then fine-tuning (GD at lr 0.01, at most 5000 steps, from init scale 1e-5) and
-linear transfer (ridge 0.1), float64. Every method stops an instance at excess train loss <= 1e-6 (the
+linear transfer (ridge 0.1), float64 (``--dtype float32``: the authors' precision, for every method and the
+whole-process run; ``--threads``: torch threads for every method and the run). Every method stops an instance at excess train loss <= 1e-6 (the
 authors' fine-tuning runs all 5000 epochs instead). In one process: a per-instance sequential loop in the style of
 the baseline above (``run_authors_sequential``), transferlab's step-by-step loop (``GDSettings(fused=False)``)
 and its fused loop (the default), interleaved cell by cell. Whole process: ``transferlab run`` of a spec with
@@ -230,20 +231,23 @@ max_steps = {AUTHORS_SETTINGS.max_steps}
 tol = {AUTHORS_SETTINGS.tol}
 [grid]
 gamma = {[n / AUTHORS_D for n in AUTHORS_NS]}
+dtype = "{{dtype}}"
 """
 #: The authors' script on these cells, from issue 12 (measured in another session on the same 2 cores).
 AUTHORS_SCRIPT_SECONDS = 23.6
 
 
-def make_authors_cell(n: int, seed: int) -> dict:
-    """One authors' cell (float64): teachers, the shared init, target data of every instance, min loss."""
+def make_authors_cell(n: int, seed: int, dtype: torch.dtype = torch.float64) -> dict:
+    """One authors' cell in ``dtype``: teachers, the shared init, target data of every instance, and the
+    least-squares minimum of the training loss (computed in float64)."""
     g = torch.Generator().manual_seed(seed + n)
     pair = teacher_pair(AUTHORS_D, AUTHORS_THETA, g)
-    init = DeepLinear(AUTHORS_D, 2, 1, init_scale=AUTHORS_INIT, generator=g)
+    init = DeepLinear(AUTHORS_D, 2, 1, init_scale=AUTHORS_INIT, generator=g, dtype=dtype)
     X, y = linear_regression_data(pair.beta_t, n, AUTHORS_SIGMA, g, AUTHORS_INSTANCES)
     ls = torch.linalg.lstsq(X, y[..., None], driver="gelsd").solution
     min_loss = ((X @ ls)[..., 0] - y).pow(2).mean(-1)
-    return {"init": init, "beta_s": pair.beta_s, "beta_t": pair.beta_t, "X": X, "y": y, "min_loss": min_loss}
+    return {"init": init, "beta_s": pair.beta_s.to(dtype), "beta_t": pair.beta_t.to(dtype), "X": X.to(dtype),
+            "y": y.to(dtype), "min_loss": min_loss}
 
 
 def run_authors_transferlab(cell: dict, fused: bool) -> dict[str, np.ndarray]:
@@ -286,17 +290,18 @@ def _wall(command: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def authors_main(repeats: int, baseline_seconds: float | None = None) -> None:
+def authors_main(repeats: int, baseline_seconds: float | None = None, dtype: str = "float64",
+                 threads: int = 1) -> None:
     """Compute and whole-process timings on the authors' cells (module docstring). With
     ``baseline_seconds`` (the sequential loop's compute from an earlier run) only the whole-process
     part runs."""
     print(f"# the authors' cells: d={AUTHORS_D}, L=2, {AUTHORS_INSTANCES} instances, theta=pi/4, "
           f"sigma={AUTHORS_SIGMA}, n in {AUTHORS_NS}, population pretraining, fine-tuning lr={AUTHORS_SETTINGS.lr} <= "
-          f"{AUTHORS_SETTINGS.max_steps} steps from init {AUTHORS_INIT}, ridge {AUTHORS_RIDGE}, float64, 1 thread")
+          f"{AUTHORS_SETTINGS.max_steps} steps from init {AUTHORS_INIT}, ridge {AUTHORS_RIDGE}, {dtype}, {threads} thread(s)")
     if baseline_seconds is not None:
-        whole_process(repeats, baseline_seconds)
+        whole_process(repeats, baseline_seconds, dtype, threads)
         return
-    cells = [make_authors_cell(n, seed=0) for n in AUTHORS_NS]
+    cells = [make_authors_cell(n, seed=0, dtype=getattr(torch, dtype)) for n in AUTHORS_NS]
     methods = {"sequential": run_authors_sequential,
                "transferlab step-by-step": lambda c: run_authors_transferlab(c, fused=False),
                "transferlab fused": lambda c: run_authors_transferlab(c, fused=True)}
@@ -319,18 +324,19 @@ def authors_main(repeats: int, baseline_seconds: float | None = None) -> None:
             diff = np.abs(risks[method][p] - ref).max()
             print(f"  {p:<15} {method:<25} mean {risks[method][p].mean():.5f} vs sequential {ref.mean():.5f} "
                   f"(MC s.e. {se:.4f}); max per-instance |diff| {diff:.1e}")
-            # float64, the same GD and stop rule: only rounding (and a stop one step apart at the threshold)
+            # the same GD and stop rule: only rounding (and a stop one step apart at the threshold); measured
+            # <= 2e-15 in float64, <= 3e-6 in float32
             assert diff < 1e-4, "per-instance risks differ"
     print(f"compute: fused vs sequential {times['sequential'] / times['transferlab fused']:.1f}x, "
           f"vs step-by-step {times['transferlab step-by-step'] / times['transferlab fused']:.2f}x")
-    whole_process(repeats, times["sequential"])
+    whole_process(repeats, times["sequential"], dtype, threads)
 
 
 #: What ``transferlab run`` imports before it computes anything, torch excepted (checked not to import torch).
 _CLI_IMPORTS = "import sys, transferlab.cli, transferlab.sweep; assert 'torch' not in sys.modules"
 
 
-def whole_process(repeats: int, baseline_compute: float) -> None:
+def whole_process(repeats: int, baseline_compute: float, dtype: str, threads: int) -> None:
     """``transferlab run`` of the cells in a subprocess against python + torch start-up + the baseline's compute.
 
     Also times, interleaved with the runs (so load drift hits all alike), the two parts of the run that
@@ -341,9 +347,10 @@ def whole_process(repeats: int, baseline_compute: float) -> None:
     runs, startup, cli = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / "fate_authors_cells.toml"
-        spec.write_text(AUTHORS_SPEC, encoding="utf-8")
+        spec.write_text(AUTHORS_SPEC.format(dtype=dtype), encoding="utf-8")
         for k in range(repeats):
-            runs.append(_wall([executable, "run", str(spec), "--store", str(Path(tmp) / f"run{k}.db")]))
+            runs.append(_wall([executable, "run", str(spec), "--store", str(Path(tmp) / f"run{k}.db"),
+                               "--threads", str(threads)]))
             startup.append(_wall([sys.executable, "-c", "import torch, numpy"]))
             cli.append(_wall([sys.executable, "-c", _CLI_IMPORTS]))
     run_s, startup_s, cli_s = statistics.median(runs), statistics.median(startup), statistics.median(cli)
@@ -368,7 +375,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.04)
     parser.add_argument("--max-steps", type=int, default=20_000)
     parser.add_argument("--tol", type=float, default=1e-6)
-    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default=None,
+                        help="default float32; float64 with --authors")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for every method")
     parser.add_argument("--authors", action="store_true", help="time the authors' cells instead (docstring)")
     parser.add_argument("--repeats", type=int, default=3, help="--authors: subprocess runs to take the median of")
@@ -377,8 +385,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.authors:
-        authors_main(args.repeats, args.baseline_seconds)
+        authors_main(args.repeats, args.baseline_seconds, args.dtype or "float64", args.threads)
         return
+    args.dtype = args.dtype or "float32"
     dtype = getattr(torch, args.dtype)
     settings = GDSettings(lr=args.lr, max_steps=args.max_steps, tol=args.tol)
     ceiling = matmul_ceiling(dtype)

@@ -21,7 +21,7 @@ depend on theta). ``--tol`` and ``--lr`` (a fixed step size instead of the autom
 show the bias vanish as the cause is removed: it scales like sqrt(tol) near gamma = 1 (the stopping
 rule) and like the step size in fine-tuning at gamma < 1 (discrete steps break the conserved
 balancedness). The two opt-in fixes of the simulation (``transferlab.train.GDSettings``):
-``--tol-rule distance`` (``stop_rule="distance"``) stops at excess <= tol * lambda_min (the smallest
+``--stop-rule distance`` (``GDSettings.stop_rule``) stops at excess <= tol * lambda_min (the smallest
 nonzero eigenvalue of the instance's X^T X / n), which bounds ||beta - beta*||^2 <= tol in the row space
 whatever the conditioning; ``--ft-warmup K`` (``warmup_steps=K``) runs the first K fine-tuning steps at a
 tenth of the step size (the balancedness drift comes from the large gradients of the early transient).
@@ -60,17 +60,16 @@ def limit_finetune(beta0: torch.Tensor, X: torch.Tensor, beta_sc: torch.Tensor, 
 
 
 def paired_cell(d: int, n: int, sigma: float, theta: float, instances: int, seed: int, settings: GDSettings,
-                tol_rule: str = "loss", ft_warmup: int = 0, init_scale: float = 1e-3) -> dict[str, np.ndarray]:
+                ft_warmup: int = 0, init_scale: float = 1e-3) -> dict[str, np.ndarray]:
     """Risks of GD and of its limits on the same data for one cell; arrays of shape (instances,).
-    ``tol_rule`` and ``ft_warmup``: the fixes of the module docstring."""
+    ``settings.stop_rule`` and ``ft_warmup`` (fine-tuning's warm-up steps): the fixes of the module docstring."""
     g = torch.Generator().manual_seed(seed)
     pair = teacher_pair(d, theta, g)
     init = DeepLinear(d, 2, 1, init_scale=init_scale, generator=g)
     X, y = linear_regression_data(pair.beta_t, n, sigma, g, instances)
     source, _ = pretrain(init, beta_s=pair.beta_s[None], settings=settings)
-    target = dataclasses.replace(settings, stop_rule="distance" if tol_rule == "distance" else "excess")
-    net_sc, _ = scratch(init.repeat_instances(instances), X, y, target)
-    net_ft, _ = finetune(source.repeat_instances(instances), X, y, dataclasses.replace(target, warmup_steps=ft_warmup))
+    net_sc, _ = scratch(init.repeat_instances(instances), X, y, settings)
+    net_ft, _ = finetune(source.repeat_instances(instances), X, y, dataclasses.replace(settings, warmup_steps=ft_warmup))
     pinv = torch.linalg.pinv(X)
     beta_sc = (pinv @ y[..., None])[..., 0]
     risk = {
@@ -93,12 +92,12 @@ def main() -> None:
     parser.add_argument("--tol", type=float, default=1e-6)
     parser.add_argument("--lr", type=float, default=None, help="fixed GD step size (default: automatic)")
     parser.add_argument("--max-steps", type=int, default=20_000)
-    parser.add_argument("--tol-rule", choices=("loss", "distance"), default="loss")
+    parser.add_argument("--stop-rule", choices=("excess", "distance"), default="excess")
     parser.add_argument("--ft-warmup", type=int, default=0, help="fine-tuning steps at a tenth of the step size")
     args = parser.parse_args()
     torch.set_num_threads(1)
     d, sigma = args.d, args.sigma
-    settings = GDSettings(lr=args.lr, max_steps=args.max_steps, tol=args.tol)
+    settings = GDSettings(lr=args.lr, max_steps=args.max_steps, tol=args.tol, stop_rule=args.stop_rule)
     thetas = np.linspace(0.05, 1.0, 20)[:: args.theta_step] * math.pi / 2
     gammas = [g for g in np.linspace(0.1, 2.0, 20) if abs(round(g * d) / d - 1) >= 0.05]
     rows = []
@@ -106,7 +105,7 @@ def main() -> None:
         n = round(gamma * d)
         for i, theta in enumerate(thetas):
             r = paired_cell(d, n, sigma, float(theta), args.instances, seed=1000 * j + i, settings=settings,
-                            tol_rule=args.tol_rule, ft_warmup=args.ft_warmup)
+                            ft_warmup=args.ft_warmup)
             plug_in = float(fate.finetune_transferability_corrected(theta, n / d, sigma, d, plug_in=True))
             expected = float(fate.finetune_transferability_corrected(theta, n / d, sigma, d))
             diff_sc, diff_ft = r["gd_sc"] - r["lim_sc"], r["gd_ft"] - r["lim_ft"]
@@ -119,7 +118,7 @@ def main() -> None:
               f"  plug-in theory error (R_ft) {np.mean([s[5] for s in sel]):+.5f}", flush=True)
     arr = np.array(rows)
     se_sc, se_ft = (np.sqrt(arr[:, k].sum()) / len(arr) for k in (6, 7))  # pooled like the README's SE
-    print(f"\nd = {d}, sigma = {sigma}, tol = {args.tol:g} ({args.tol_rule} rule), lr = {args.lr or 'auto'}, "
+    print(f"\nd = {d}, sigma = {sigma}, tol = {args.tol:g} ({args.stop_rule} rule), lr = {args.lr or 'auto'}, "
           f"fine-tuning warm-up {args.ft_warmup} steps; {len(thetas)} angles x {len(gammas)} gammas x "
           f"{args.instances} instances (mean over cells, pooled SE as in the README):")
     print(f"  scratch:      GD bias {arr[:, 2].mean():+.5f} +- {se_sc:.5f}   theory error 0 (exact)"

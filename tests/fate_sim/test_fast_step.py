@@ -15,25 +15,9 @@ import transferlab.protocols.fate as fate_protocols
 import transferlab.train.gd as gd
 from transferlab.nets import DeepLinear
 from transferlab.protocols import simulate_fate
-from transferlab.tasks import linear_regression_data, teacher_pair
 from transferlab.train import GDSettings, LeastSquaresObjective, train_gd
 
-from .conftest import generator
-
-D = 24
-INSTANCES = 6
-
-
-def _problem(n: int | str, seed: int = 0) -> tuple[DeepLinear, LeastSquaresObjective]:
-    """Six instances with their own data (or their own population target) and a shared init."""
-    g = generator(seed)
-    pair = teacher_pair(D, 0.7, g)
-    net = DeepLinear(D, 2, INSTANCES, init_scale=0.05, generator=g)
-    if n == "population":
-        targets = torch.randn(INSTANCES, D, generator=g, dtype=torch.float64)
-        return net, LeastSquaresObjective.population(targets / targets.norm(dim=-1, keepdim=True))
-    X, y = linear_regression_data(pair.beta_t, n, 0.3, g, INSTANCES)
-    return net, LeastSquaresObjective.empirical(X, y)
+from .conftest import GD_INSTANCES, gd_problem, generator
 
 
 def _both(net: DeepLinear, objective: LeastSquaresObjective, **settings):
@@ -60,7 +44,7 @@ def _assert_same_training(old, new) -> None:
 def test_fused_loop_equals_step_by_step_loop(n, weight_decay: float) -> None:
     """Blocks of 7 steps (max_steps = 400 is no multiple of 7); the instances stop at different
     steps in different blocks, some never (they exhaust max_steps)."""
-    net, objective = _problem(n)
+    net, objective = gd_problem(n)
     # tol = the median excess after 150 plain steps (midway between the two middle instances, so no
     # instance sits on the threshold to rounding): about half the instances stop by then
     probe = train_gd(DeepLinear.from_weights(list(net.weights)), objective,
@@ -77,7 +61,7 @@ def test_fused_loop_equals_step_by_step_loop(n, weight_decay: float) -> None:
 def test_deferred_kernel_equals_step_by_step_loop(n, monkeypatch: pytest.MonkeyPatch) -> None:
     """The deferred rank-one updates (used from r * k >= _DEFER_MIN_SIZE, here forced on small cells)."""
     monkeypatch.setattr(gd, "_DEFER_MIN_SIZE", 0)
-    net, objective = _problem(n, seed=3)
+    net, objective = gd_problem(n, seed=3)
     old, new = _both(net, objective, lr=0.05, max_steps=300, tol=1e-5, check_every=16)
     _assert_same_training(old, new)
 
@@ -85,11 +69,11 @@ def test_deferred_kernel_equals_step_by_step_loop(n, monkeypatch: pytest.MonkeyP
 def test_stopping_rule_from_its_definition() -> None:
     """An instance stopped after t updates has excess <= tol after exactly t unstopped updates and
     excess > tol after t - 1 (the rule: stop at the first step whose excess is <= tol)."""
-    net, objective = _problem(40, seed=5)
+    net, objective = gd_problem(40, seed=5)
     trained = DeepLinear.from_weights(list(net.weights))
     result = train_gd(trained, objective, GDSettings(lr=0.05, max_steps=400, tol=1e-5, check_every=9))
     assert int(result.converged.sum()) >= 3 and bool((result.steps > 0).all())
-    for i in range(INSTANCES):
+    for i in range(GD_INSTANCES):
         t = int(result.steps[i])
         single = LeastSquaresObjective(minimum=objective.minimum[i:i + 1], eigenvalues=objective.eigenvalues[i:i + 1],
                                        target=objective.target[i:i + 1], basis=objective.basis[i:i + 1],
@@ -106,15 +90,15 @@ def test_stopping_rule_from_its_definition() -> None:
 
 
 def test_zero_steps_and_already_converged_instances() -> None:
-    net, objective = _problem(40)
+    net, objective = gd_problem(40)
     copy = DeepLinear.from_weights(list(net.weights))
     result = train_gd(copy, objective, GDSettings(max_steps=0))
-    assert torch.equal(result.steps, torch.zeros(INSTANCES, dtype=torch.int64))
+    assert torch.equal(result.steps, torch.zeros(GD_INSTANCES, dtype=torch.int64))
     for a, b in zip(copy.weights, net.weights, strict=True):
         # no update: only the change to reduced coordinates and back (Q^T Q W_1 + null part) rounds
         assert ((a - b).abs().max() / b.abs().max()).item() < 1e-13
     huge_tol = train_gd(DeepLinear.from_weights(list(net.weights)), objective, GDSettings(tol=1e9))
-    assert torch.equal(huge_tol.steps, torch.zeros(INSTANCES, dtype=torch.int64))
+    assert torch.equal(huge_tol.steps, torch.zeros(GD_INSTANCES, dtype=torch.int64))
     assert bool(huge_tol.converged.all())
 
 
@@ -137,7 +121,7 @@ def test_simulate_fate_fused_equals_step_by_step(monkeypatch: pytest.MonkeyPatch
 @pytest.mark.parametrize("n", [8, 40, "population"])
 def test_fused_loop_in_float32(n) -> None:
     """float32 (the d = 500 spec's precision): the same stops, weights equal to float32 rounding."""
-    net64, objective64 = _problem(n, seed=7)
+    net64, objective64 = gd_problem(n, seed=7)
     net = DeepLinear.from_weights([w.detach().float() for w in net64.weights])
     if n == "population":
         objective = LeastSquaresObjective.population(objective64.target.float())

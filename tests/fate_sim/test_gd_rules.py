@@ -14,21 +14,9 @@ import torch
 
 from transferlab.errors import ConfigError
 from transferlab.nets import DeepLinear
-from transferlab.tasks import linear_regression_data, teacher_pair
 from transferlab.train import GDSettings, LeastSquaresObjective, train_gd
 
-from .conftest import generator
-
-D = 24
-INSTANCES = 6
-
-
-def _problem(n: int, seed: int = 0) -> tuple[DeepLinear, LeastSquaresObjective]:
-    g = generator(seed)
-    pair = teacher_pair(D, 0.7, g)
-    net = DeepLinear(D, 2, INSTANCES, init_scale=0.05, generator=g)
-    X, y = linear_regression_data(pair.beta_t, n, 0.3, g, INSTANCES)
-    return net, LeastSquaresObjective.empirical(X, y)
+from .conftest import GD_INSTANCES, gd_problem, generator
 
 
 def _copy(net: DeepLinear) -> DeepLinear:
@@ -44,9 +32,9 @@ def _distance2(net: DeepLinear, objective: LeastSquaresObjective) -> torch.Tenso
 
 
 def test_smallest_curvature_is_the_smallest_nonzero_eigenvalue_of_the_sample_covariance() -> None:
-    _, objective = _problem(16)  # n < d: X^T X / n has d - n zero eigenvalues, which must be skipped
+    _, objective = gd_problem(16)  # n < d: X^T X / n has d - n zero eigenvalues, which must be skipped
     X = objective.X
-    for i in range(INSTANCES):
+    for i in range(GD_INSTANCES):
         eig = torch.linalg.eigvalsh(X[i].T @ X[i] / X.shape[1])
         expected = eig[eig > 1e-10 * eig.max()].min()
         assert abs(float(objective.smallest_curvature[i]) / float(expected) - 1) < 1e-10
@@ -56,7 +44,7 @@ def test_smallest_curvature_is_the_smallest_nonzero_eigenvalue_of_the_sample_cov
 @pytest.mark.parametrize("n", [20, 30])  # n near d: A is ill-conditioned, the case the rule is for
 def test_distance_rule_bounds_the_distance_to_the_minimiser(fused: bool, n: int) -> None:
     tol = 1e-6
-    net, objective = _problem(n)
+    net, objective = gd_problem(n)
     excess_net, distance_net = _copy(net), _copy(net)
     res_excess = train_gd(excess_net, objective, GDSettings(tol=tol, max_steps=200_000, fused=fused))
     res_distance = train_gd(distance_net, objective, GDSettings(tol=tol, max_steps=200_000, stop_rule="distance",
@@ -73,7 +61,7 @@ def test_distance_rule_bounds_the_distance_to_the_minimiser(fused: bool, n: int)
 @pytest.mark.parametrize("fused", [True, False])
 def test_warmup_equals_two_chained_runs(fused: bool) -> None:
     """K steps at factor * lr, then the rest at lr, is what two plain GD runs chained by hand do."""
-    net, objective = _problem(40)
+    net, objective = gd_problem(40)
     lr, warm, factor = 0.05, 37, 0.25  # 37: not a multiple of the fused block length
     one = _copy(net)
     result = train_gd(one, objective, GDSettings(lr=lr, warmup_steps=warm, warmup_factor=factor, tol=1e-8,
@@ -91,7 +79,7 @@ def test_warmup_equals_two_chained_runs(fused: bool) -> None:
 
 def test_warmup_with_weight_decay_fused_equals_step_by_step() -> None:
     """The fused loop's weight-decay bookkeeping of the null space follows the per-step warm-up sizes."""
-    net, objective = _problem(10)  # n < d: a null-space part that only weight decay moves
+    net, objective = gd_problem(10)  # n < d: a null-space part that only weight decay moves
     settings = dict(lr=0.05, warmup_steps=80, warmup_factor=0.1, weight_decay=0.05, tol=1e-7, max_steps=3000)
     fused, plain = _copy(net), _copy(net)
     res_fused = train_gd(fused, objective, GDSettings(**settings))

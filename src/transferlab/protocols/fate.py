@@ -312,8 +312,8 @@ def simulate_fate(
     for phase, result in results.items():
         missed = int((~result.converged).sum())
         if missed and tol > 0:
-            logger.warning("simulate_fate: %s: %d of %d runs stopped at max_steps=%d before excess <= %g",
-                           phase, missed, result.converged.numel(), max_steps, tol)
+            logger.warning("simulate_fate: %s: %d of %d runs stopped at max_steps=%d before the %s stopping rule "
+                           "(tol %g)", phase, missed, result.converged.numel(), max_steps, stop_rule, tol)
     out = {p: risks[p].cpu().numpy().reshape(cells, instances) for p in protocols}
     if not return_training:
         return out

@@ -294,6 +294,7 @@ def train_gd(
         else:
             stepper = _AutogradStepper(net, objective, settings.weight_decay)
         excess = stepper.evaluate()
+        stop_at = threshold.to(excess.dtype)  # compared in the working dtype, as a scalar tol would be
         limit = _DIVERGENCE_FACTOR * (1.0 + excess.to(torch.float64).clamp(min=0.0))
         step_scale = lr * objective.curvature.to(torch.float64)  # lr * lambda_max, to name a divergence's cause
         start_p = _layer_preconditioner(net)
@@ -302,14 +303,14 @@ def train_gd(
             _check_divergence(values, limit, lr, step_scale, start_p, step)
 
         if settings.fused and isinstance(stepper, _EndToEndStepper) and net.layers == 2:
-            steps = _train_two_layer_fused(stepper, lr_work, threshold, settings, check)
+            steps = _train_two_layer_fused(stepper, lr_work, stop_at, settings, check)
         else:
             active = torch.ones(net.instances, dtype=torch.bool, device=device)
             steps = torch.zeros(net.instances, dtype=torch.int64, device=device)
             for step in range(settings.max_steps):
                 if step:
                     excess = stepper.evaluate()
-                active &= excess > threshold.to(excess.dtype)  # compared in the working dtype, like a scalar tol
+                active &= excess > stop_at
                 if step % settings.check_every == 0:
                     check(excess, step)
                     if not bool(active.any()):
@@ -322,8 +323,8 @@ def train_gd(
         stepper.finish()
     converged = excess <= threshold
     if not bool(converged.all()) and settings.tol > 0:
-        logger.debug("GD: %d of %d instances did not reach excess <= %g in %d steps",
-                     int((~converged).sum()), net.instances, settings.tol, settings.max_steps)
+        logger.debug("GD: %d of %d instances did not meet the %s stopping rule (tol %g) in %d steps",
+                     int((~converged).sum()), net.instances, settings.stop_rule, settings.tol, settings.max_steps)
     return GDResult(steps=steps, converged=converged, excess=excess, lr=lr)
 
 
@@ -425,7 +426,7 @@ def _train_two_layer_fused(stepper: _EndToEndStepper, lr: torch.Tensor, threshol
 
     Blocks of ``check_every`` steps run unmasked (:func:`_steps_kernel`) from a saved state. An
     instance still training whose recorded excess first satisfies excess <= ``threshold`` (its tol, or
-    tol * lambda_min) at block step j is
+    tol * lambda_min, in the working dtype) at block step j is
     restored to the block's start and replays exactly j steps alone; the step-by-step loop stops it
     at that same step. Divergence is checked on every recorded step, up to each instance's stop.
     Once at most half of the working set still trains, the stopped instances are written back and
@@ -437,7 +438,6 @@ def _train_two_layer_fused(stepper: _EndToEndStepper, lr: torch.Tensor, threshol
     steps = torch.zeros(instances, dtype=torch.int64, device=device)
     rows = torch.arange(instances, device=device)  # the working set, as indices into all instances
     # at first the working set is everything, in place; every instance in it has run `done` steps
-    threshold = threshold.to(M_all.dtype)  # compared in the working dtype, like a scalar tol
     M, w, work, lr_rows, stop_at = M_all, w_all, objective, lr, threshold
     active = torch.ones(instances, dtype=torch.bool, device=device)  # over the working set
     kernel = _steps_kernel(M_all, wd)
